@@ -1,0 +1,153 @@
+#define _GNU_SOURCE
+#include "ctap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int copy_name(struct ifreq *ifr, const char *name) {
+    memset(ifr, 0, sizeof(*ifr));
+    if (name == NULL || strlen(name) >= IFNAMSIZ) {
+        return -ENAMETOOLONG;
+    }
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+    return 0;
+}
+
+// Interface ioctls (SIOCGIFMTU and friends) need some socket to act on. Any
+// family works; try the common ones so that a namespace without IPv4 still works.
+static int control_socket(void) {
+    static const int families[] = {AF_INET, AF_INET6, AF_UNIX};
+    int last = EAFNOSUPPORT;
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        int fd = socket(families[i], SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            return fd;
+        }
+        last = errno;
+    }
+    return -last;
+}
+
+static int interface_ioctl(const char *name, unsigned long request, struct ifreq *ifr) {
+    int fd = control_socket();
+    if (fd < 0) {
+        return fd;
+    }
+    int rc = ioctl(fd, request, ifr);
+    int saved = errno;
+    close(fd);
+    return rc < 0 ? -saved : 0;
+}
+
+int ctap_open(const char *name, char *actual_name, size_t actual_cap, int flags) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (flags & CTAP_OPEN_VNET_HDR) {
+        ifr.ifr_flags |= IFF_VNET_HDR;
+    }
+    if (flags & CTAP_OPEN_MULTI_QUEUE) {
+        ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    }
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        int saved = errno;
+        close(fd);
+        return -saved;
+    }
+    if (actual_name != NULL && actual_cap > 0) {
+        strncpy(actual_name, ifr.ifr_name, actual_cap - 1);
+        actual_name[actual_cap - 1] = '\0';
+    }
+    return fd;
+}
+
+int ctap_set_up(const char *name) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = interface_ioctl(name, SIOCGIFFLAGS, &ifr);
+    if (rc < 0) {
+        return rc;
+    }
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    return interface_ioctl(name, SIOCSIFFLAGS, &ifr);
+}
+
+int ctap_get_mtu(const char *name, int *mtu) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = interface_ioctl(name, SIOCGIFMTU, &ifr);
+    if (rc == 0) {
+        *mtu = ifr.ifr_mtu;
+    }
+    return rc;
+}
+
+int ctap_set_mtu(const char *name, int mtu) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    ifr.ifr_mtu = mtu;
+    return interface_ioctl(name, SIOCSIFMTU, &ifr);
+}
+
+int ctap_get_mac(const char *name, unsigned char mac[6]) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = interface_ioctl(name, SIOCGIFHWADDR, &ifr);
+    if (rc == 0) {
+        memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    }
+    return rc;
+}
+
+int ctap_set_mac(const char *name, const unsigned char mac[6]) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+    return interface_ioctl(name, SIOCSIFHWADDR, &ifr);
+}
+
+int ctap_set_offload(int fd, unsigned int flags) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0 ? -errno : 0;
+}
+
+int ctap_set_vnet_hdr_size(int fd, int size) {
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? -errno : 0;
+}
+
+int ctap_interface_index(const char *name) {
+    unsigned int index = if_nametoindex(name);
+    return index == 0 ? -errno : (int)index;
+}
+
+int ctap_unshare_network_namespace(void) {
+    return unshare(CLONE_NEWNET) < 0 ? -errno : 0;
+}

@@ -1,0 +1,66 @@
+// CTap: the few Linux calls a TAP device needs that Swift cannot make cleanly.
+//
+// `ioctl` is variadic in C, and the TUN constants are function-like macros
+// (`_IOW(...)`), which Swift does not import. Everything here is a thin wrapper:
+// each function returns 0 (or a file descriptor) on success and `-errno` on
+// failure, so the Swift side can turn the number into a typed error.
+#ifndef CTAP_H
+#define CTAP_H
+
+#include <stddef.h>
+#include <sys/ioctl.h>      // must precede linux/if_tun.h, which uses _IOW
+#include <linux/if_tun.h>
+
+/// Flags accepted by `ctap_open`.
+enum {
+    /// Prefix every frame with a `struct virtio_net_hdr` (offloads, GSO).
+    CTAP_OPEN_VNET_HDR = 1 << 0,
+    /// Open one queue of a multi-queue TAP (`IFF_MULTI_QUEUE`).
+    CTAP_OPEN_MULTI_QUEUE = 1 << 1,
+};
+
+/// Offload bits for `ctap_set_offload` (the kernel's `TUN_F_*`).
+static const unsigned int CTAP_OFFLOAD_CSUM = TUN_F_CSUM;
+static const unsigned int CTAP_OFFLOAD_TSO4 = TUN_F_TSO4;
+static const unsigned int CTAP_OFFLOAD_TSO6 = TUN_F_TSO6;
+static const unsigned int CTAP_OFFLOAD_TSO_ECN = TUN_F_TSO_ECN;
+
+/// Opens `/dev/net/tun` and attaches it to the TAP interface `name`, creating the
+/// interface when it does not exist (`TUNSETIFF` with `IFF_TAP | IFF_NO_PI`).
+/// The kernel's final interface name is copied into `actual_name` (capacity
+/// `actual_cap`, at least IFNAMSIZ). Returns the non-blocking, close-on-exec fd,
+/// or `-errno`.
+int ctap_open(const char *name, char *actual_name, size_t actual_cap, int flags);
+
+/// Sets `IFF_UP` (and `IFF_RUNNING`) on the interface. Returns 0 or `-errno`.
+int ctap_set_up(const char *name);
+
+/// Reads the interface MTU into `*mtu`. Returns 0 or `-errno`.
+int ctap_get_mtu(const char *name, int *mtu);
+
+/// Sets the interface MTU. Returns 0 or `-errno`.
+int ctap_set_mtu(const char *name, int mtu);
+
+/// Reads the kernel side's hardware address (6 bytes) into `mac`.
+/// Returns 0 or `-errno`.
+int ctap_get_mac(const char *name, unsigned char mac[6]);
+
+/// Sets the kernel side's hardware address. Returns 0 or `-errno`.
+int ctap_set_mac(const char *name, const unsigned char mac[6]);
+
+/// `TUNSETOFFLOAD`: which offloads the reader of this fd accepts (`CTAP_OFFLOAD_*`).
+/// Returns 0 or `-errno`.
+int ctap_set_offload(int fd, unsigned int flags);
+
+/// `TUNSETVNETHDRSZ`: size of the virtio header on this fd. Returns 0 or `-errno`.
+int ctap_set_vnet_hdr_size(int fd, int size);
+
+/// The interface's index, or `-errno`.
+int ctap_interface_index(const char *name);
+
+/// Moves the calling thread into a new, empty network namespace
+/// (`unshare(CLONE_NEWNET)`). Tests use it to create TAP devices that nothing
+/// outside the thread can see. Returns 0 or `-errno`.
+int ctap_unshare_network_namespace(void);
+
+#endif

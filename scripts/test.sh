@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test of swift-netstack: unit, fixture replay, simulation and the
+# integration tests that start netstackd in network namespaces they create.
+#
+# On a fresh Debian machine with only the Swift toolchain, it first installs
+# what the tests use (with apt-get, as root). Extra arguments go to `swift test`
+# (for example `--filter NetstackWireTests`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    libpcap-dev pkg-config          # CPcap
+    iproute2 iputils-ping           # namespaces, TAP addresses, ping
+    netcat-openbsd socat curl       # host-side peers in integration tests
+    tcpdump                         # reading --pcap output
+    nftables hping3 iperf3          # loss, SYN floods, throughput
+)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "test.sh: installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: need root to install packages (or install them yourself)" >&2
+        exit 2
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Build everything first (tests start the netstackd binary), then run.
+swift build --build-tests
+exec swift test --skip-build "$@"
