@@ -5,8 +5,12 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <net/if_arp.h>
+#include <linux/if_packet.h>
+#include <linux/if_ether.h>
+#include <arpa/inet.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -150,4 +154,42 @@ int ctap_interface_index(const char *name) {
 
 int ctap_unshare_network_namespace(void) {
     return unshare(CLONE_NEWNET) < 0 ? -errno : 0;
+}
+
+int ctap_eventfd(void) {
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int ctap_enter_network_namespace(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = setns(fd, CLONE_NEWNET);
+    int saved = errno;
+    close(fd);
+    return rc < 0 ? -saved : 0;
+}
+
+int ctap_packet_socket(const char *name) {
+    int index = ctap_interface_index(name);
+    if (index < 0) {
+        return index;
+    }
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    if (fd < 0) {
+        return -errno;
+    }
+    struct sockaddr_ll address;
+    memset(&address, 0, sizeof(address));
+    address.sll_family = AF_PACKET;
+    address.sll_protocol = htons(ETH_P_ALL);
+    address.sll_ifindex = index;
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+        int saved = errno;
+        close(fd);
+        return -saved;
+    }
+    return fd;
 }

@@ -57,7 +57,8 @@ public struct MACAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
         self.init(rawValue: 0x0100_5e00_0000 | UInt64(group.rawValue & 0x7f_ffff))
     }
 
-    func write(to span: inout MutableRawSpan, at offset: Int) {
+    /// Writes the address in wire order at `offset` of `span`.
+    public func write(to span: inout MutableRawSpan, at offset: Int) {
         span.put(UInt16(truncatingIfNeeded: rawValue >> 32), at: offset)
         span.put(UInt32(truncatingIfNeeded: rawValue), at: offset + 2)
     }
@@ -116,7 +117,8 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
     /// 169.254.0.0/16 (RFC 3927).
     public var isLinkLocal: Bool { rawValue >> 16 == 0xa9fe }
 
-    func write(to span: inout MutableRawSpan, at offset: Int) {
+    /// Writes the address in wire order at `offset` of `span`.
+    public func write(to span: inout MutableRawSpan, at offset: Int) {
         span.put(rawValue, at: offset)
     }
 
@@ -244,7 +246,8 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
         return (upper << 40 | 0xff_fe00_0000 | lower) ^ 0x0200_0000_0000_0000
     }
 
-    func write(to span: inout MutableRawSpan, at offset: Int) {
+    /// Writes the address in wire order at `offset` of `span`.
+    public func write(to span: inout MutableRawSpan, at offset: Int) {
         span.put(high, at: offset)
         span.put(low, at: offset + 8)
     }

@@ -71,6 +71,24 @@ extension MutableRawSpan {
     }
 }
 
+extension MutableRawSpan {
+    /// Runs `body` with a span over `range` of this one: the way an emitter
+    /// (which writes from offset 0 of the span it is given) is pointed at a
+    /// region of a larger buffer.
+    public mutating func withRegion<R>(_ range: Range<Int>, _ body: (inout MutableRawSpan) throws -> R) rethrows -> R {
+        precondition(range.lowerBound >= 0 && range.upperBound <= byteCount, "region out of bounds")
+        return try withUnsafeMutableBytes { all in
+            var region = MutableRawSpan(_unsafeBytes: UnsafeMutableRawBufferPointer(rebasing: all[range]))
+            return try body(&region)
+        }
+    }
+
+    /// Runs `body` with a span over the bytes from `offset` to the end.
+    public mutating func withRegion<R>(from offset: Int, _ body: (inout MutableRawSpan) throws -> R) rethrows -> R {
+        try withRegion(offset..<byteCount, body)
+    }
+}
+
 extension Array where Element == UInt8 {
     /// Runs `body` with a mutable span over `range` of the array's bytes; the way
     /// emitters (which write from offset 0 of the span they are given) are pointed

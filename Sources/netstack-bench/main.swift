@@ -1,13 +1,14 @@
 // netstack-bench: throughput figures for swift-netstack, printed as a table.
 //
 //   netstack-bench wire [FIXTURES_DIR]   parse + checksum over the bulk captures
+//   netstack-bench core                  the core in memory: echo, fragments, allocations
 //
 // Build and run in release mode: `swift run -c release netstack-bench wire`.
 
 import Glibc
 
 func usage() -> Never {
-    print("usage: netstack-bench wire [fixtures-dir]")
+    print("usage: netstack-bench wire [fixtures-dir] | core")
     exit(2)
 }
 
@@ -39,6 +40,13 @@ case "wire":
     } catch {
         print("netstack-bench: \(error)")
         exit(1)
+    }
+case "core":
+    let results = CoreBenchmark.run(minimumSeconds: 1.0)
+    print(pad("measurement", 30) + pad("Mframes/s", 12) + pad("Gbit/s", 10) + "allocations/frame")
+    for result in results {
+        print(pad(result.name, 30) + pad(format(result.framesPerSecond / 1e6, decimals: 3), 12)
+              + pad(format(result.gigabitsPerSecond, decimals: 2), 10) + format(result.allocationsPerFrame, decimals: 3))
     }
 default:
     usage()

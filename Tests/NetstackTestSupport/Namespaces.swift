@@ -13,8 +13,15 @@ public let runningAsRoot = geteuid() == 0
 /// even when `body` fails. Commands `body` runs (`TestShell`) inherit the
 /// thread's namespace.
 public func inPrivateNetworkNamespace<R: Sendable>(_ body: @escaping @Sendable () throws -> R) throws -> R {
+    try inNetworkNamespace(nil, body)
+}
+
+/// Runs `body` on a thread of its own inside the named namespace (made with
+/// `ip netns add NAME`), or a new private one when `name` is nil. Sockets
+/// created there stay in that namespace whichever thread uses them later.
+public func inNetworkNamespace<R: Sendable>(_ name: String?, _ body: @escaping @Sendable () throws -> R) throws -> R {
     let box = ResultBox<R>()
-    try runOnNamespaceThread {
+    try runOnNamespaceThread(name) {
         box.result = Result { try body() }
     }
     return try box.result!.get()
@@ -32,17 +39,22 @@ private final class ResultBox<R>: @unchecked Sendable {
 /// `pthread_join`, which order the accesses.
 private final class NamespaceThread: @unchecked Sendable {
     let work: () -> Void
+    let namespace: String?
     var unshareError: Int32 = 0
-    init(_ work: @escaping () -> Void) { self.work = work }
+    init(_ namespace: String?, _ work: @escaping () -> Void) {
+        self.namespace = namespace
+        self.work = work
+    }
 }
 
-private func runOnNamespaceThread(_ work: @escaping () -> Void) throws {
-    let context = NamespaceThread(work)
+private func runOnNamespaceThread(_ namespace: String?, _ work: @escaping () -> Void) throws {
+    let context = NamespaceThread(namespace, work)
     let unmanaged = Unmanaged.passRetained(context)
     var thread = pthread_t()
     let rc = pthread_create(&thread, nil, { raw in
         let context = Unmanaged<NamespaceThread>.fromOpaque(raw!).takeRetainedValue()
-        let rc = ctap_unshare_network_namespace()
+        let rc = context.namespace.map { ctap_enter_network_namespace("/var/run/netns/\($0)") }
+            ?? ctap_unshare_network_namespace()
         if rc != 0 {
             context.unshareError = -rc
         } else {
@@ -60,5 +72,5 @@ private func runOnNamespaceThread(_ work: @escaping () -> Void) throws {
 
 public struct NamespaceError: Error, CustomStringConvertible {
     public let code: Int32
-    public var description: String { "unshare(CLONE_NEWNET): \(String(cString: strerror(code)))" }
+    public var description: String { "entering a network namespace: \(String(cString: strerror(code)))" }
 }

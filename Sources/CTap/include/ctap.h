@@ -63,4 +63,17 @@ int ctap_interface_index(const char *name);
 /// outside the thread can see. Returns 0 or `-errno`.
 int ctap_unshare_network_namespace(void);
 
+/// Moves the calling thread into the network namespace at `path`
+/// (`/var/run/netns/NAME`), with `setns`. Returns 0 or `-errno`.
+int ctap_enter_network_namespace(const char *path);
+
+/// An `AF_PACKET` raw socket bound to interface `name`: frames written to it
+/// enter the interface as if the host had sent them. For tests and tools.
+/// Returns the fd or `-errno`.
+int ctap_packet_socket(const char *name);
+
+/// A non-blocking, close-on-exec eventfd: the engine's wake-up descriptor
+/// (`<sys/eventfd.h>` is not part of Swift's Glibc module). Returns the fd or `-errno`.
+int ctap_eventfd(void);
+
 #endif

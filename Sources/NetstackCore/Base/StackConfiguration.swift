@@ -1,0 +1,99 @@
+import NetstackWire
+
+/// Everything the core needs to know about its interface and its limits.
+///
+/// The defaults are Linux's where Linux has one; every limit that bounds memory
+/// is here, so a test can make it small.
+public struct StackConfiguration: Sendable {
+    /// The stack's own MAC address.
+    public var mac: MACAddress
+    /// The link MTU: the largest IP packet sent in one frame.
+    public var mtu: Int = 1500
+    public var ipv4Addresses: [InterfaceAddress<IPv4>] = []
+    public var ipv6Addresses: [InterfaceAddress<IPv6>] = []
+    /// Whether to add the EUI-64 link-local address (fe80::/64) derived from
+    /// the MAC (RFC 4862 §5.3).
+    public var ipv6LinkLocal = true
+    public var ipv4Gateway: IPv4Address?
+    public var ipv6Gateway: IPv6Address?
+    /// Hop limit / TTL of packets the stack originates.
+    public var defaultHopLimit: UInt8 = 64
+
+    public var neighbors = NeighborLimits()
+    public var reassembly = ReassemblyLimits()
+    public var icmp = ICMPLimits()
+    public var ipv6Startup = IPv6StartupSettings()
+    /// Gratuitous ARP announcements of each IPv4 address on start (RFC 5227
+    /// §2.3: two, two seconds apart).
+    public var gratuitousARPCount = 2
+
+    public init(mac: MACAddress) {
+        self.mac = mac
+    }
+
+    /// The daemon's default: 02:00:00:00:00:01, 192.168.69.1/24, fdaa::1/64,
+    /// gateways 192.168.69.100 and fdaa::100 (smoltcp's tap0 example layout).
+    public static var standard: StackConfiguration {
+        var configuration = StackConfiguration(mac: MACAddress(0x02, 0, 0, 0, 0, 0x01))
+        configuration.ipv4Addresses = [InterfaceAddress(IPv4Address(192, 168, 69, 1), prefixLength: 24)]
+        configuration.ipv6Addresses = [InterfaceAddress(IPv6Address(0xfdaa, 0, 0, 0, 0, 0, 0, 1), prefixLength: 64)]
+        configuration.ipv4Gateway = IPv4Address(192, 168, 69, 100)
+        configuration.ipv6Gateway = IPv6Address(0xfdaa, 0, 0, 0, 0, 0, 0, 0x100)
+        return configuration
+    }
+}
+
+/// Neighbour cache timing and caps (RFC 4861 §10 constants; ARP uses the same
+/// machine, as Linux does).
+public struct NeighborLimits: Sendable {
+    /// Base reachable time; each entry draws 0.5–1.5 times this (RFC 4861 §6.3.2).
+    public var reachableTime: Duration = .seconds(30)
+    /// Time between solicitations while resolving or probing.
+    public var retransmitTime: Duration = .seconds(1)
+    /// Multicast (or broadcast) solicitations before giving up on a new neighbour.
+    public var maximumMulticastSolicitations = 3
+    /// Unicast probes of a stale neighbour before forgetting it.
+    public var maximumUnicastSolicitations = 3
+    /// Time a stale entry waits in DELAY before probing.
+    public var delayFirstProbeTime: Duration = .seconds(5)
+    /// Frames kept per unresolved neighbour; older ones are dropped.
+    public var pendingFramesPerNeighbor = 8
+    /// Entries in the table at most; the least recently used go first.
+    public var maximumEntries = 1024
+    /// Stale entries unused this long are removed.
+    public var staleLifetime: Duration = .seconds(600)
+}
+
+/// Fragment reassembly bounds (RFC 8200 §4.5, RFC 791, RFC 5722).
+public struct ReassemblyLimits: Sendable {
+    /// Memory all incomplete datagrams may hold together; the oldest are
+    /// evicted beyond it (Linux's ipfrag_high_thresh is 4 MiB).
+    public var totalBytes = 4 * 1024 * 1024
+    /// The largest datagram reassembled (IP's own maximum).
+    public var maximumDatagramBytes = 65_535
+    /// Incomplete datagrams at most, whatever their size.
+    public var maximumDatagrams = 1024
+    /// Overrides the version's timeout (30 s for IPv4, 60 s for IPv6).
+    public var timeout: Duration?
+}
+
+/// ICMP error rate limiting (RFC 4443 §2.4(f), RFC 1812 §4.3.2.8): a token
+/// bucket per version, as Linux's icmp_msgs_per_sec / icmp_msgs_burst.
+public struct ICMPLimits: Sendable {
+    public var errorsPerSecond = 1000
+    public var burst = 50
+    /// Answer echo requests sent to an IPv4 broadcast address (Linux: no).
+    public var answerBroadcastEcho = false
+}
+
+/// What an IPv6 interface does when it comes up (RFC 4862, RFC 4861 §6.3.7).
+public struct IPv6StartupSettings: Sendable {
+    /// Neighbour solicitations sent to detect a duplicate address; 0 disables
+    /// duplicate address detection (RFC 4862 §5.1 DupAddrDetectTransmits).
+    public var dadTransmits = 1
+    /// Random delay before the first DAD probe, at most (RFC 4862 §5.4.2).
+    public var maximumDADDelay: Duration = .seconds(1)
+    /// Router solicitations sent on start (RFC 4861 §10 MAX_RTR_SOLICITATIONS).
+    public var routerSolicitations = 3
+    public var routerSolicitationInterval: Duration = .seconds(4)
+}

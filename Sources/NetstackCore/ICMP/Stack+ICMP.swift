@@ -1,0 +1,89 @@
+import NetstackWire
+
+extension Stack {
+    /// Answers an echo request with the same identifier, sequence number and
+    /// data (RFC 792, RFC 4443 §4.2), from the address it was sent to.
+    func answerEcho<I: IPVersion>(_ request: IPDatagram<I>, identifier: UInt16, sequence: UInt16,
+                                  data: RawSpan) {
+        let layer = I.layer(of: self)
+        let source: I.Address
+        if request.isUnicast {
+            source = request.destination
+        } else {
+            // Group echo: Linux ignores IPv4 broadcast pings by default
+            // (icmp_echo_ignore_broadcasts) and answers IPv6 multicast ones.
+            guard layer.answersGroupEcho, let chosen = sourceAddress(I.self, for: request.source) else {
+                return counters.drop(.echoToBroadcastIgnored)
+            }
+            source = chosen
+        }
+        guard !request.source.isUnspecified, !request.source.isMulticast,
+              !I.isBroadcast(request.source, in: layer) else { return counters.drop(.martianSource) }
+        let sent = sendIP(I.self, source: source, destination: request.source, protocol: I.icmpProtocol,
+                          payloadLength: 8 + data.byteCount) { span in
+            I.emitEchoReply(identifier: identifier, sequence: sequence, data: data, source: source,
+                            destination: request.source, into: &span)
+        }
+        if sent { counters.count(.echoRequestsAnswered) }
+    }
+
+    /// Sends an ICMP error about `datagram` to its source, quoting as much of
+    /// it as the version allows, unless a rule forbids it (RFC 1122 §3.2.2,
+    /// RFC 4443 §2.4(e)): never about an ICMP error, never to a source that is
+    /// not a single host, and not about a packet sent to a group unless
+    /// `evenToGroups` (packet too big, unknown option with action 10).
+    func sendICMPError<I: IPVersion>(_ error: ICMPError, about datagram: IPDatagram<I>,
+                                     evenToGroups: Bool = false) {
+        guard datagram.isUnicast || evenToGroups else { return }
+        sendICMPError(I.self, error, quoting: datagram.packet, source: datagram.source,
+                      to: datagram.isUnicast ? datagram.destination : nil,
+                      isAboutICMPError: datagram.protocol == I.icmpProtocol
+                          && datagram.payload.byteCount > 0 && I.isICMPError(type: datagram.payload.u8(0)))
+    }
+
+    /// Sends an ICMP error quoting `packet` (from its IP header) to `source`,
+    /// from `ourAddress` (the address the packet was sent to) or, for packets
+    /// sent to a group, from the best address for the source.
+    func sendICMPError<I: IPVersion>(_ version: I.Type, _ error: ICMPError, quoting packet: RawSpan,
+                                     source: I.Address, to ourAddress: I.Address?, isAboutICMPError: Bool) {
+        let layer = I.layer(of: self)
+        guard !isAboutICMPError, !source.isUnspecified, !source.isMulticast,
+              !I.isBroadcast(source, in: layer) else { return }
+        guard layer.icmpErrors.take(now: now) else { return counters.drop(.icmpErrorRateLimited) }
+        guard let from = ourAddress ?? sourceAddress(I.self, for: source) else { return }
+        let quoteLength = min(packet.byteCount, I.icmpErrorMaximumLength)
+        let quote = packet.extracting(0..<quoteLength)
+        let headerLength = I.icmpErrorHeaderLength
+        let sent = sendIP(I.self, source: from, destination: source, protocol: I.icmpProtocol,
+                          payloadLength: headerLength + quoteLength) { span in
+            span.copy(quote, to: headerLength)
+            I.emitICMPError(error, quotedLength: quoteLength, source: from, destination: source, into: &span)
+        }
+        if sent { counters.count(.icmpErrorsSent) }
+    }
+
+    /// An ICMP error arrived: count it. (Transport layers get to see the
+    /// datagram it quotes once they exist.)
+    func receiveICMPError<I: IPVersion>(_ version: I.Type, _ error: ICMPError, quoted: RawSpan) {
+        counters.count(.icmpErrorsReceived)
+    }
+
+    /// Drops datagrams that waited too long for their fragments, and reports
+    /// each whose first fragment had come (RFC 792 time exceeded code 1, RFC
+    /// 8200 §4.5).
+    func expireFragments<I: IPVersion>(_ version: I.Type) {
+        let layer = I.layer(of: self)
+        guard let deadline = layer.reassembler.nextDeadline(), deadline <= now else { return }
+        var reports: [(FragmentKey<I>, [UInt8])] = []
+        let expired = layer.reassembler.expire(now: now) { key, first in
+            reports.append((key, first.array))
+        }
+        for _ in 0..<expired { counters.drop(.reassemblyTimeout) }
+        for (key, bytes) in reports where layer.isOurs(key.destination) {
+            bytes.withSpan { packet in
+                sendICMPError(I.self, .reassemblyTimeExceeded, quoting: packet, source: key.source, to: key.destination,
+                              isAboutICMPError: false)
+            }
+        }
+    }
+}

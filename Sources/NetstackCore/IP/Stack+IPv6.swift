@@ -1,0 +1,228 @@
+import NetstackWire
+
+extension IPLayer where I == IPv6 {
+    /// How a packet to `destination` reaches us: one of our usable addresses,
+    /// all-nodes, or the solicited-node group of any address we have (even a
+    /// tentative one, RFC 4862 §5.4.2). Nil if it is not for us.
+    func classify(_ destination: IPv6Address) -> DestinationKind? {
+        if isOurs(destination) { return .unicast }
+        if destination == .allNodes { return .multicast }
+        if destination.isMulticast,
+           addresses.contains(where: { $0.state != .duplicate && $0.address.solicitedNodeMulticast == destination }) {
+            return .multicast
+        }
+        return nil
+    }
+}
+
+extension Stack {
+    /// IPv6 input (RFC 8200): validate, check it is for us, walk the extension
+    /// headers (reassembling on the way), and hand the datagram to its protocol.
+    func receiveIPv6(_ bytes: RawSpan, linkGroup: Bool) {
+        let packet: IPv6Packet
+        do {
+            packet = try IPv6Packet(bytes)
+        } catch {
+            return counters.drop(error)
+        }
+        counters.count(.ipv6PacketsReceived)
+        let source = packet.source
+        let destination = packet.destination
+        guard !source.isMulticast, !ipv6.isOurs(source) else { return counters.drop(.martianSource) }
+        guard let kind = ipv6.classify(destination) else {
+            // RFC 4862 §5.4: packets to a tentative address are silently discarded.
+            return counters.drop(ipv6.state(of: destination) == .tentative ? .tentativeDestination : .notOurAddress)
+        }
+        guard !(linkGroup && kind == .unicast) else { return counters.drop(.notOurAddress) }
+        let context = IPv6Context(source: source, destination: destination, kind: kind, hopLimit: packet.hopLimit)
+        walkIPv6Headers(packet.bytes, next: packet.nextHeader, at: IPv6Packet.headerLength,
+                        fieldOffset: 6, context: context, reassembled: false)
+    }
+
+    /// Walks the extension header chain of `bytes` (a packet, or a reassembled
+    /// datagram) from the header `next` at `offset`, whose type is named by
+    /// the byte at `fieldOffset`, and delivers what follows the chain.
+    private func walkIPv6Headers(_ bytes: RawSpan, next first: IPProtocol, at start: Int, fieldOffset firstField: Int,
+                                 context: IPv6Context, reassembled: Bool) {
+        var next = first
+        var offset = start
+        var fieldOffset = firstField
+        while next.isIPv6ExtensionHeader {
+            let header: IPv6ExtensionHeader
+            do {
+                header = try IPv6ExtensionHeader(next, bytes.extracting(offset...))
+            } catch {
+                return counters.drop(error)
+            }
+            switch next {
+            case .hopByHopOptions:
+                // RFC 8200 §4.1: only directly after the fixed header.
+                guard offset == IPv6Packet.headerLength, !reassembled else {
+                    reportParameterProblem(ICMPv6ParameterProblemCode.unrecognizedNextHeader, pointer: fieldOffset,
+                                           packet: bytes, context: context)
+                    return counters.drop(.hopByHopNotFirst)
+                }
+                guard acceptOptions(header, at: offset, packet: bytes, context: context) else { return }
+            case .destinationOptions:
+                guard acceptOptions(header, at: offset, packet: bytes, context: context) else { return }
+            case .routing:
+                // RFC 8200 §4.4: a routing header with segments left that this
+                // node cannot process is reported; with none left it is ignored.
+                // No routing type is supported (type 0 is deprecated, RFC 5095).
+                if let routing = header.routing, routing.segmentsLeft != 0 {
+                    reportParameterProblem(ICMPv6ParameterProblemCode.erroneousHeaderField, pointer: offset + 2,
+                                           packet: bytes, context: context)
+                    return counters.drop(.unsupportedRouting)
+                }
+            default: // .fragment
+                guard !reassembled, let fragment = header.fragment else { return counters.drop(.fragmentBadLength) }
+                // An atomic fragment (offset 0, M = 0) is a whole packet (RFC 6946).
+                if fragment.offset != 0 || fragment.moreFragments {
+                    reassembleIPv6(bytes, fragment: fragment, header: header, at: offset, context: context)
+                    return
+                }
+            }
+            fieldOffset = offset
+            next = header.nextHeader
+            offset += header.length
+        }
+        if next == .noNextHeader { return }
+        let datagram = IPDatagram<IPv6>(
+            source: context.source, destination: context.destination, destinationKind: context.kind,
+            hopLimit: context.hopLimit, protocol: next, packet: bytes, payloadOffset: offset,
+            protocolFieldOffset: fieldOffset)
+        deliver(datagram)
+    }
+
+    /// RFC 8200 §4.5: checks a fragment, adds it, and continues the walk over
+    /// the reassembled datagram once it is complete.
+    private func reassembleIPv6(_ bytes: RawSpan, fragment: IPv6Fragment, header: IPv6ExtensionHeader,
+                                at offset: Int, context: IPv6Context) {
+        let dataStart = offset + IPv6Fragment.headerLength
+        let dataLength = bytes.byteCount - dataStart
+        if fragment.moreFragments && dataLength % 8 != 0 {
+            // Pointing to the payload length field.
+            reportParameterProblem(ICMPv6ParameterProblemCode.erroneousHeaderField, pointer: 4, packet: bytes,
+                                   context: context)
+            return counters.drop(.fragmentBadLength)
+        }
+        if fragment.offset + dataLength > 65_535 {
+            // Pointing to the fragment offset field.
+            reportParameterProblem(ICMPv6ParameterProblemCode.erroneousHeaderField, pointer: offset + 2,
+                                   packet: bytes, context: context)
+            return counters.drop(.fragmentTooLarge)
+        }
+        let piece = Fragment(headers: bytes.extracting(0..<dataStart), data: bytes.extracting(dataStart...),
+                             offset: fragment.offset, moreFragments: fragment.moreFragments,
+                             payloadProtocol: header.nextHeader)
+        let key = FragmentKey<IPv6>(source: context.source, destination: context.destination,
+                                    identification: fragment.identification, protocolNumber: 0)
+        var evictions = 0
+        let result = ipv6.reassembler.add(piece, key: key, now: now) { _ in evictions += 1 }
+        for _ in 0..<evictions { counters.drop(.reassemblyEvicted) }
+        switch result {
+        case .incomplete:
+            return
+        case .dropped(let reason):
+            counters.drop(reason)
+        case .complete(let headersLength, _, let payloadProtocol):
+            counters.count(.datagramsReassembled)
+            let whole = ipv6.reassembler.output
+            whole.withSpan { datagram in
+                // The fragment header's own next-header byte names the payload.
+                walkIPv6Headers(datagram, next: payloadProtocol, at: headersLength,
+                                fieldOffset: headersLength - IPv6Fragment.headerLength, context: context,
+                                reassembled: true)
+            }
+        }
+    }
+
+    /// Applies RFC 8200 §4.2 to the options of a hop-by-hop or destination
+    /// options header: unknown options are skipped, or discard the packet and
+    /// maybe report it, as the top two bits of their type say.
+    private func acceptOptions(_ header: IPv6ExtensionHeader, at offset: Int, packet: RawSpan,
+                               context: IPv6Context) -> Bool {
+        var action: IPv6Option.UnrecognizedAction?
+        var pointer = 0
+        do {
+            try header.forEachOption { option in
+                guard action == nil, !option.isPadding else { return }
+                // Router alert (RFC 2711) concerns routers; a host passes it by.
+                if header.kind == .hopByHopOptions && option.type == IPv6Option.routerAlert { return }
+                if option.unrecognizedAction != .skip {
+                    action = option.unrecognizedAction
+                    pointer = offset + option.offset
+                }
+            }
+        } catch {
+            counters.drop(error)
+            return false
+        }
+        guard let action else { return true }
+        let report = action == .discardAndReport
+            || (action == .discardAndReportIfUnicast && context.kind == .unicast)
+        if report {
+            sendICMPError(IPv6.self,
+                          .parameterProblem(code: ICMPv6ParameterProblemCode.unrecognizedOption, pointer: pointer),
+                          quoting: packet, source: context.source,
+                          to: context.kind == .unicast ? context.destination : nil, isAboutICMPError: false)
+        }
+        counters.drop(.unrecognizedOption)
+        return false
+    }
+
+    private func reportParameterProblem(_ code: UInt8, pointer: Int, packet: RawSpan, context: IPv6Context) {
+        guard context.kind == .unicast else { return }
+        sendICMPError(IPv6.self, .parameterProblem(code: code, pointer: pointer), quoting: packet,
+                      source: context.source,
+                      to: context.destination, isAboutICMPError: false)
+    }
+
+    /// ICMPv6 input: echo, neighbour discovery, errors.
+    func receiveICMPv6(_ datagram: IPDatagram<IPv6>) {
+        let icmp: ICMPv6Packet
+        let message: ICMPv6Message
+        do {
+            icmp = try ICMPv6Packet(datagram.payload)
+            guard icmp.isChecksumValid(source: datagram.source, destination: datagram.destination) else {
+                return counters.drop(WireError(.icmpv6, .badChecksum))
+            }
+            message = try ICMPv6Message(icmp)
+        } catch {
+            return counters.drop(error)
+        }
+        let body = icmp.body(of: message)
+        switch message {
+        case .echoRequest(let identifier, let sequence):
+            answerEcho(datagram, identifier: identifier, sequence: sequence, data: body)
+        case .neighborSolicitation(let target):
+            receiveNeighborSolicitation(datagram, target: target, options: body)
+        case .neighborAdvertisement(let router, let solicited, let override, let target):
+            receiveNeighborAdvertisement(datagram, target: target, router: router, solicited: solicited,
+                                         override: override, options: body)
+        case .routerAdvertisement(let advertisement):
+            receiveRouterAdvertisement(datagram, advertisement, options: body)
+        case .destinationUnreachable(let code):
+            receiveICMPError(IPv6.self, code == ICMPv6UnreachableCode.port ? .portUnreachable : .protocolUnreachable,
+                             quoted: body)
+        case .packetTooBig(let mtu):
+            receiveICMPError(IPv6.self, .packetTooBig(mtu: Int(mtu)), quoted: body)
+        case .timeExceeded:
+            receiveICMPError(IPv6.self, .reassemblyTimeExceeded, quoted: body)
+        case .parameterProblem(let code, let pointer):
+            receiveICMPError(IPv6.self, .parameterProblem(code: code, pointer: Int(pointer)), quoted: body)
+        case .echoReply, .routerSolicitation, .redirect, .other:
+            // Hosts ignore solicitations for routers (RFC 4861 §6.2.6) and may
+            // ignore redirects; MLD queries need no answer on a point-to-point TAP.
+            counters.drop(.icmpIgnored)
+        }
+    }
+}
+
+/// What the extension-header walk carries from the fixed header.
+struct IPv6Context {
+    var source: IPv6Address
+    var destination: IPv6Address
+    var kind: DestinationKind
+    var hopLimit: UInt8
+}

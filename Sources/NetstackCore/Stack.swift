@@ -1,0 +1,202 @@
+import NetstackWire
+
+/// Something the stack wants its driver to know (to log, mostly): rare
+/// changes of state, not per-packet events.
+public enum StackNotice: Sendable, Hashable, CustomStringConvertible {
+    /// Duplicate address detection finished: the address is in use.
+    case addressPreferred(String)
+    /// Another node on the link has this address (RFC 4862 §5.4.5).
+    case duplicateAddress(String)
+    /// A neighbour claims one of our IPv4 addresses (RFC 5227 §2.4).
+    case addressConflict(address: String, mac: MACAddress)
+    /// A router advertisement made this router a default router.
+    case routerLearned(String)
+
+    public var description: String {
+        switch self {
+        case .addressPreferred(let address): "address \(address) is ready"
+        case .duplicateAddress(let address): "address \(address) is a duplicate on the link; not using it"
+        case .addressConflict(let address, let mac): "\(mac) claims our address \(address)"
+        case .routerLearned(let router): "default router \(router) learned from an advertisement"
+        }
+    }
+}
+
+/// The stack's core: sans-I/O and deterministic.
+///
+/// It takes Ethernet frames and the time (`receive(frame:now:)`), runs timers
+/// when asked (`poll(now:)`, by `nextDeadline`), and queues the frames it wants
+/// sent (`transmit(_:)`). It never touches a file descriptor, a clock or a
+/// thread, so the daemon's engine, fixture replay and the simulator all drive
+/// the very same code, and two stacks can live in one process.
+///
+/// Everything above the link layer is generic over `IPVersion`; the per-version
+/// state is in `ipv4` and `ipv6`, and the logic in extensions of `Stack`.
+public final class Stack {
+    public let configuration: StackConfiguration
+    public let mac: MACAddress
+    public let mtu: Int
+    public internal(set) var counters = Counters()
+    let ipv4: IPLayer<IPv4>
+    let ipv6: IPLayer<IPv6>
+    var output: FrameOutput
+    var random: StackRandom
+    /// The time of the call being handled.
+    var now: Instant
+    /// Group MAC addresses we accept: all-nodes, all-hosts, solicited-node groups.
+    var acceptedGroupMACs: Set<MACAddress> = []
+    /// Scratch space where datagrams too big for one frame are built before
+    /// being cut into fragments.
+    var fragmentScratch: [UInt8] = []
+    var notices: [StackNotice] = []
+
+    // Start-up work (RFC 5227 announcements, RFC 4861 router solicitation).
+    var announcementsLeft: Int
+    var announcementDeadline: Instant?
+    var routerSolicitationsLeft = 0
+    var routerSolicitationDeadline: Instant?
+
+    /// Builds a stack that starts at `now`. `seed` feeds its randomness
+    /// (identifiers, timer jitter, ports, initial sequence numbers).
+    public init(configuration: StackConfiguration, now: Instant, seed: UInt64) {
+        self.configuration = configuration
+        mac = configuration.mac
+        mtu = configuration.mtu
+        self.now = now
+        var random = StackRandom(seed: seed)
+        ipv4 = IPLayer(addresses: configuration.ipv4Addresses, gateway: configuration.ipv4Gateway,
+                       configuration: configuration, random: &random, now: now)
+        var v6Addresses = configuration.ipv6Addresses
+        if configuration.ipv6LinkLocal {
+            let linkLocal = InterfaceAddress<IPv6>(.linkLocal(eui64: configuration.mac), prefixLength: 64)
+            if !v6Addresses.contains(linkLocal) { v6Addresses.insert(linkLocal, at: 0) }
+        }
+        ipv6 = IPLayer(addresses: v6Addresses, gateway: configuration.ipv6Gateway,
+                       configuration: configuration, random: &random, now: now)
+        self.random = random
+        output = FrameOutput(mtu: configuration.mtu)
+        announcementsLeft = configuration.ipv4Addresses.isEmpty ? 0 : configuration.gratuitousARPCount
+        announcementDeadline = announcementsLeft > 0 ? now : nil
+        ipv4.answersGroupEcho = configuration.icmp.answerBroadcastEcho
+        startDuplicateAddressDetection(now: now)
+        updateAcceptedGroups()
+    }
+
+    // MARK: Driving the stack
+
+    /// Handles one received Ethernet frame. Malformed or unwanted frames are
+    /// counted by reason and dropped; replies are queued for `transmit`.
+    public func receive(frame bytes: RawSpan, now: Instant) {
+        self.now = now
+        counters.count(.framesReceived)
+        counters.count(.bytesReceived, by: bytes.byteCount)
+        let ethernet: EthernetFrame
+        do {
+            ethernet = try EthernetFrame(bytes)
+        } catch {
+            counters.drop(error)
+            return
+        }
+        guard ethernet.vlan == nil else { return counters.drop(.vlanTagged) }
+        let destination = ethernet.destination
+        guard destination == mac || destination.isBroadcast || acceptedGroupMACs.contains(destination) else {
+            return counters.drop(.foreignDestinationMAC)
+        }
+        let source = ethernet.source
+        guard source != mac, source.isUnicast else { return counters.drop(.badSourceMAC) }
+        switch ethernet.etherType {
+        case .arp:
+            receiveARP(ethernet.payload)
+        case .ipv4:
+            receiveIPv4(ethernet.payload, linkGroup: destination.isMulticast)
+        case .ipv6:
+            receiveIPv6(ethernet.payload, linkGroup: destination.isMulticast)
+        default:
+            counters.drop(.unknownEtherType)
+        }
+    }
+
+    /// Runs every timer due at `now`: neighbour solicitations and expiry,
+    /// reassembly timeouts, duplicate address detection, announcements.
+    public func poll(now: Instant) {
+        self.now = now
+        pollNeighbors(IPv4.self)
+        pollNeighbors(IPv6.self)
+        expireFragments(IPv4.self)
+        expireFragments(IPv6.self)
+        pollAnnouncements()
+        pollDuplicateAddressDetection()
+        pollRouterSolicitations()
+        expireRouterInformation()
+    }
+
+    /// When `poll` next has work to do; nil if no timer is running.
+    public var nextDeadline: Instant? {
+        var deadline = earliest(announcementDeadline, routerSolicitationDeadline)
+        deadline = earliest(deadline, ipv4.neighbors.nextDeadline())
+        deadline = earliest(deadline, ipv6.neighbors.nextDeadline())
+        deadline = earliest(deadline, ipv4.reassembler.nextDeadline())
+        deadline = earliest(deadline, ipv6.reassembler.nextDeadline())
+        for address in ipv6.addresses { deadline = earliest(deadline, address.deadline) }
+        return deadline
+    }
+
+    /// Whether frames are waiting for `transmit`.
+    public var hasOutput: Bool { !output.isEmpty }
+
+    /// Hands every queued frame to `send` (oldest first), which returns false
+    /// if the device refused it; refused frames are counted and dropped.
+    public func transmit(_ send: (UnsafeRawBufferPointer) -> Bool) {
+        let result = output.drain(send)
+        counters.count(.framesSent, by: result.sent)
+        counters.count(.bytesSent, by: result.bytes)
+        for _ in 0..<result.refused { counters.drop(.deviceQueueFull) }
+    }
+
+    /// Notices since the last call (address state changes and the like).
+    public func takeNotices() -> [StackNotice] {
+        defer { notices.removeAll() }
+        return notices
+    }
+
+    // MARK: Queries
+
+    /// The IPv4 addresses and their state.
+    public var ipv4Addresses: [AssignedAddress<IPv4>] { ipv4.addresses }
+    /// The IPv6 addresses (link-local included) and their state.
+    public var ipv6Addresses: [AssignedAddress<IPv6>] { ipv6.addresses }
+    public var ipv4Neighbors: [NeighborSnapshot<IPv4>] { ipv4.neighbors.snapshot }
+    public var ipv6Neighbors: [NeighborSnapshot<IPv6>] { ipv6.neighbors.snapshot }
+    /// Memory held by incomplete datagrams, both versions.
+    public var reassemblyMemory: Int { ipv4.reassembler.memoryInUse + ipv6.reassembler.memoryInUse }
+    /// Incomplete datagrams held, both versions.
+    public var incompleteDatagrams: Int { ipv4.reassembler.count + ipv6.reassembler.count }
+
+    /// Whether every address finished duplicate address detection (or failed it).
+    public var addressesSettled: Bool {
+        !ipv6.addresses.contains { $0.state == .tentative }
+    }
+
+    // MARK: Helpers shared by the layers
+
+    /// Recomputes the group MAC addresses the interface listens to (RFC 4861
+    /// §7.2.1: solicited-node groups of every address, tentative ones included).
+    func updateAcceptedGroups() {
+        var groups: Set<MACAddress> = [MACAddress(ipv6Multicast: .allNodes),
+                                       MACAddress(ipv4Multicast: IPv4Address(224, 0, 0, 1))]
+        for address in ipv6.addresses where address.state != .duplicate {
+            groups.insert(MACAddress(ipv6Multicast: address.address.solicitedNodeMulticast))
+        }
+        acceptedGroupMACs = groups
+    }
+
+    /// A reachable time drawn from 0.5–1.5 times the base (RFC 4861 §6.3.2).
+    func randomReachableTime() -> Duration {
+        let base = configuration.neighbors.reachableTime
+        return random.duration(in: (base / 2)...(base * 3 / 2))
+    }
+
+    func enqueue(_ frames: [OutputFrame]) {
+        for frame in frames { output.enqueue(frame) }
+    }
+}

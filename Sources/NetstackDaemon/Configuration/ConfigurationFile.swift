@@ -1,0 +1,183 @@
+import Glibc
+import Logging
+import NetstackWire
+import TOMLKit
+
+/// Reads `netstackd.toml`. Strict: an unknown section or key, or a value of
+/// the wrong kind, is an error naming it, so a typo never silently falls back
+/// to a default.
+public enum ConfigurationFile {
+    /// Parses `text`; `source` names it in errors (a path).
+    public static func parse(_ text: String, source: String) throws(ConfigurationError) -> DaemonConfiguration {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigurationError(field: "syntax", message: "\(error.description) at line \(error.source.begin.line), "
+                                     + "column \(error.source.begin.column)", source: source)
+        } catch {
+            throw ConfigurationError(field: "syntax", message: "\(error)", source: source)
+        }
+        do {
+            return try read(table)
+        } catch {
+            var located = error
+            located.source = source
+            throw located
+        }
+    }
+
+    /// Reads `path` from disk.
+    public static func load(path: String) throws(ConfigurationError) -> DaemonConfiguration {
+        guard let text = readFile(path) else {
+            throw ConfigurationError(field: "--config", message: "cannot read \(path)")
+        }
+        return try parse(text, source: path)
+    }
+
+    private static func read(_ root: TOMLTable) throws(ConfigurationError) -> DaemonConfiguration {
+        var configuration = DaemonConfiguration()
+        var top = Section(root, name: nil)
+        if var interface = try top.section("interface") {
+            if let name = try interface.string("name") { configuration.interface = name }
+            if let text = try interface.string("mac") {
+                guard let mac = MACAddress(text) else { throw interface.error("mac", "\"\(text)\" is not a MAC address") }
+                configuration.mac = mac
+            }
+            if let mtu = try interface.int("mtu") { configuration.mtu = mtu }
+            if let addresses = try interface.strings("addresses") {
+                for text in addresses {
+                    guard let address = AnyInterfaceAddress(text) else {
+                        throw interface.error("addresses", "\"\(text)\" is not an address with a prefix (a.b.c.d/n or x::y/n)")
+                    }
+                    configuration.add(address)
+                }
+            }
+            if let gateways = try interface.strings("gateways") {
+                for text in gateways {
+                    guard let gateway = AnyIPAddress(text) else {
+                        throw interface.error("gateways", "\"\(text)\" is not an IP address")
+                    }
+                    guard configuration.setGateway(gateway) else {
+                        throw interface.error("gateways", "more than one gateway for the version of \(text)")
+                    }
+                }
+            }
+            if let linkLocal = try interface.bool("ipv6-link-local") { configuration.ipv6LinkLocal = linkLocal }
+            try interface.finish()
+        }
+        if var daemon = try top.section("daemon") {
+            if let text = try daemon.string("log-level") {
+                guard let level = Logger.Level(rawValue: text) else {
+                    throw daemon.error("log-level", "\"\(text)\" is not one of "
+                                       + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                configuration.logLevel = level
+            }
+            if let pcap = try daemon.string("pcap") { configuration.pcap = pcap }
+            if let seconds = try daemon.int("statistics-interval") {
+                guard seconds >= 0 else { throw daemon.error("statistics-interval", "must not be negative") }
+                configuration.statisticsInterval = seconds == 0 ? nil : .seconds(seconds)
+            }
+            try daemon.finish()
+        }
+        if var ipv6 = try top.section("ipv6") {
+            if let transmits = try ipv6.int("dad-transmits") { configuration.dadTransmits = transmits }
+            if let solicitations = try ipv6.int("router-solicitations") {
+                configuration.routerSolicitations = solicitations
+            }
+            try ipv6.finish()
+        }
+        if var limits = try top.section("limits") {
+            if let bytes = try limits.int("reassembly-memory") { configuration.reassemblyMemory = bytes }
+            if let entries = try limits.int("neighbor-entries") { configuration.neighborEntries = entries }
+            if let rate = try limits.int("icmp-errors-per-second") { configuration.icmpErrorsPerSecond = rate }
+            if let burst = try limits.int("icmp-error-burst") { configuration.icmpErrorBurst = burst }
+            try limits.finish()
+        }
+        try top.finish()
+        try configuration.validate()
+        return configuration
+    }
+
+    /// One table being read; remembers which keys were used, so that the
+    /// rest can be reported as unknown.
+    struct Section {
+        let table: TOMLTable
+        let name: String?
+        private var used: Set<String> = []
+
+        init(_ table: TOMLTable, name: String?) {
+            self.table = table
+            self.name = name
+        }
+
+        func path(_ key: String) -> String { name.map { "\($0).\(key)" } ?? key }
+
+        func error(_ key: String, _ message: String) -> ConfigurationError {
+            ConfigurationError(field: path(key), message: message)
+        }
+
+        private mutating func value(_ key: String) -> (any TOMLValueConvertible)? {
+            used.insert(key)
+            return table[key]
+        }
+
+        mutating func section(_ key: String) throws(ConfigurationError) -> Section? {
+            guard let value = value(key) else { return nil }
+            guard let table = value.table else { throw error(key, "must be a table ([\(key)])") }
+            return Section(table, name: path(key))
+        }
+
+        mutating func string(_ key: String) throws(ConfigurationError) -> String? {
+            guard let value = value(key) else { return nil }
+            guard let string = value.string else { throw error(key, "must be a string") }
+            return string
+        }
+
+        mutating func int(_ key: String) throws(ConfigurationError) -> Int? {
+            guard let value = value(key) else { return nil }
+            guard let int = value.int else { throw error(key, "must be an integer") }
+            return int
+        }
+
+        mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+            guard let value = value(key) else { return nil }
+            guard let bool = value.bool else { throw error(key, "must be true or false") }
+            return bool
+        }
+
+        mutating func strings(_ key: String) throws(ConfigurationError) -> [String]? {
+            guard let value = value(key) else { return nil }
+            guard let array = value.array else { throw error(key, "must be an array of strings") }
+            var strings: [String] = []
+            for element in array {
+                guard let string = element.string else { throw error(key, "must be an array of strings") }
+                strings.append(string)
+            }
+            return strings
+        }
+
+        /// Throws for the first key that was not read.
+        func finish() throws(ConfigurationError) {
+            if let unknown = table.keys.sorted().first(where: { !used.contains($0) }) {
+                let place = name.map { " in [\($0)]" } ?? ""
+                throw ConfigurationError(field: path(unknown), message: "unknown key \"\(unknown)\"\(place)")
+            }
+        }
+    }
+}
+
+/// The whole file at `path`, or nil.
+func readFile(_ path: String) -> String? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buffer, 1, buffer.count, file)
+        if n <= 0 { break }
+        bytes += buffer[..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

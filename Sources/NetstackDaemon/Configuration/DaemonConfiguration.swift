@@ -1,0 +1,172 @@
+import Logging
+import NetstackCore
+import NetstackWire
+
+/// Everything `netstackd` is told: the interface, the stack's addresses and
+/// limits, and how the daemon itself behaves. Built from the TOML file, then
+/// overridden by command-line flags.
+public struct DaemonConfiguration: Sendable {
+    public var interface = "tap0"
+    public var mac = MACAddress(0x02, 0, 0, 0, 0, 0x01)
+    public var mtu = 1500
+    public var ipv4Addresses: [InterfaceAddress<IPv4>] = []
+    public var ipv6Addresses: [InterfaceAddress<IPv6>] = []
+    public var ipv4Gateway: IPv4Address?
+    public var ipv6Gateway: IPv6Address?
+    public var ipv6LinkLocal = true
+    public var logLevel = Logger.Level.info
+    public var pcap: String?
+    /// Seconds between counter summaries at log level info; nil for none.
+    public var statisticsInterval: Duration? = .seconds(10)
+    public var dadTransmits = 1
+    public var routerSolicitations = 3
+    public var reassemblyMemory = 4 * 1024 * 1024
+    public var neighborEntries = 1024
+    public var icmpErrorsPerSecond = 1000
+    public var icmpErrorBurst = 50
+
+    public init() {}
+
+    /// The built-in default: `config/netstackd.toml` as embedded in the binary.
+    public static func standard() throws(ConfigurationError) -> DaemonConfiguration {
+        try ConfigurationFile.parse(embeddedConfiguration, source: "built-in configuration")
+    }
+
+    /// What the core needs of it.
+    public var stackConfiguration: StackConfiguration {
+        var stack = StackConfiguration(mac: mac)
+        stack.mtu = mtu
+        stack.ipv4Addresses = ipv4Addresses
+        stack.ipv6Addresses = ipv6Addresses
+        stack.ipv4Gateway = ipv4Gateway
+        stack.ipv6Gateway = ipv6Gateway
+        stack.ipv6LinkLocal = ipv6LinkLocal
+        stack.ipv6Startup.dadTransmits = dadTransmits
+        stack.ipv6Startup.routerSolicitations = routerSolicitations
+        stack.reassembly.totalBytes = reassemblyMemory
+        stack.neighbors.maximumEntries = neighborEntries
+        stack.icmp.errorsPerSecond = icmpErrorsPerSecond
+        stack.icmp.burst = icmpErrorBurst
+        return stack
+    }
+
+    /// Adds an address of either version.
+    public mutating func add(_ address: AnyInterfaceAddress) {
+        switch address {
+        case .v4(let v4): ipv4Addresses.append(v4)
+        case .v6(let v6): ipv6Addresses.append(v6)
+        }
+    }
+
+    /// Sets the gateway of the address's version; false if one was already set.
+    public mutating func setGateway(_ address: AnyIPAddress) -> Bool {
+        switch address {
+        case .v4(let v4):
+            defer { ipv4Gateway = v4 }
+            return ipv4Gateway == nil
+        case .v6(let v6):
+            defer { ipv6Gateway = v6 }
+            return ipv6Gateway == nil
+        }
+    }
+
+    /// Checks what no single field can: limits in range, the interface name.
+    /// Throws naming the first field that is wrong.
+    public func validate() throws(ConfigurationError) {
+        guard !interface.isEmpty, interface.utf8.count <= 15,
+              !interface.contains(where: { $0 == "/" || $0.isWhitespace }) else {
+            throw ConfigurationError(field: "interface.name", message: "\"\(interface)\" is not an interface name "
+                                     + "(1 to 15 characters, no '/' or spaces)")
+        }
+        guard (IPv4.minimumMTU...65_535).contains(mtu) else {
+            throw ConfigurationError(field: "interface.mtu", message: "\(mtu) is outside 68...65535")
+        }
+        guard mac.isUnicast, mac != .zero else {
+            throw ConfigurationError(field: "interface.mac", message: "\(mac) is not a unicast address")
+        }
+        if !ipv6Addresses.isEmpty || ipv6LinkLocal, mtu < IPv6.minimumMTU {
+            throw ConfigurationError(field: "interface.mtu", message: "IPv6 needs an MTU of at least 1280")
+        }
+        guard reassemblyMemory >= 65_536 else {
+            throw ConfigurationError(field: "limits.reassembly-memory", message: "must be at least 65536")
+        }
+        guard neighborEntries >= 1 else {
+            throw ConfigurationError(field: "limits.neighbor-entries", message: "must be at least 1")
+        }
+        guard icmpErrorsPerSecond >= 0, icmpErrorBurst >= 0 else {
+            throw ConfigurationError(field: "limits.icmp-errors-per-second", message: "must not be negative")
+        }
+        guard (0...10).contains(dadTransmits) else {
+            throw ConfigurationError(field: "ipv6.dad-transmits", message: "must be 0...10")
+        }
+        guard (0...10).contains(routerSolicitations) else {
+            throw ConfigurationError(field: "ipv6.router-solicitations", message: "must be 0...10")
+        }
+    }
+}
+
+/// A configuration value that is wrong: which field, and why.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    /// The key path (`interface.mac`) or flag (`--address`).
+    public var field: String
+    public var message: String
+    /// The file (or "built-in configuration"), when the value came from one.
+    public var source: String?
+
+    public init(field: String, message: String, source: String? = nil) {
+        self.field = field
+        self.message = message
+        self.source = source
+    }
+
+    public var description: String {
+        (source.map { "\($0): " } ?? "") + "\(field): \(message)"
+    }
+}
+
+/// An interface address of either version, as flags and files give them.
+public enum AnyInterfaceAddress: Sendable, Hashable, CustomStringConvertible {
+    case v4(InterfaceAddress<IPv4>)
+    case v6(InterfaceAddress<IPv6>)
+
+    /// Parses `address/prefix` of either version.
+    public init?(_ text: String) {
+        if let v4 = InterfaceAddress<IPv4>(cidr: text) {
+            self = .v4(v4)
+        } else if let v6 = InterfaceAddress<IPv6>(cidr: text) {
+            self = .v6(v6)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .v4(let a): a.description
+        case .v6(let a): a.description
+        }
+    }
+}
+
+/// An IP address of either version.
+public enum AnyIPAddress: Sendable, Hashable, CustomStringConvertible {
+    case v4(IPv4Address)
+    case v6(IPv6Address)
+
+    public init?(_ text: String) {
+        if let v4 = IPv4Address(text) {
+            self = .v4(v4)
+        } else if let v6 = IPv6Address(text) {
+            self = .v6(v6)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .v4(let a): a.description
+        case .v6(let a): a.description
+        }
+    }
+}

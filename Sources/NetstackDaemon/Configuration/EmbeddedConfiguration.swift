@@ -1,0 +1,46 @@
+/// `config/netstackd.toml`, built into the binary: the configuration used
+/// when no `--config` is given. A test checks that it equals the file.
+public let embeddedConfiguration = """
+# netstackd: the default configuration.
+#
+# This file is also embedded in the binary: `netstackd` with no --config uses
+# it. Every key is optional; command-line flags override it. An unknown key,
+# or a value of the wrong kind, stops the daemon with exit status 2 and a
+# message naming the key.
+
+[interface]
+# The TAP interface to open (created if it does not exist).
+name = "tap0"
+# The stack's own MAC address (the kernel side of the TAP has another).
+mac = "02:00:00:00:00:01"
+mtu = 1500
+# IPv4 and IPv6 addresses with their prefixes; each prefix is on-link.
+addresses = ["192.168.69.1/24", "fdaa::1/64"]
+# At most one default gateway per IP version.
+gateways = ["192.168.69.100", "fdaa::100"]
+# Add the EUI-64 link-local address fe80::/64 (RFC 4862).
+ipv6-link-local = true
+
+[daemon]
+# trace, debug, info, notice, warning, error, critical
+log-level = "info"
+# Write every frame in and out to this pcap file.
+# pcap = "/tmp/netstackd.pcap"
+# Seconds between counter summaries at log level info; 0 turns them off.
+statistics-interval = 10
+
+[ipv6]
+# Duplicate address detection probes per address (RFC 4862); 0 turns it off.
+dad-transmits = 1
+# Router solicitations sent once the link-local address is ready.
+router-solicitations = 3
+
+[limits]
+# Bytes that incomplete fragmented datagrams may hold together.
+reassembly-memory = 4194304
+# Neighbour cache entries (ARP and NDP each).
+neighbor-entries = 1024
+# ICMP errors per second and burst (RFC 4443 §2.4(f)).
+icmp-errors-per-second = 1000
+icmp-error-burst = 50
+"""

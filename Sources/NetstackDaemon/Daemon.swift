@@ -1,0 +1,162 @@
+import ArgumentParser
+import Glibc
+import Logging
+import NetstackCore
+import NetstackIO
+import NetstackWire
+import ServiceLifecycle
+
+/// `netstackd`: parses the command line, opens the TAP device, and runs the
+/// stack until SIGINT or SIGTERM.
+///
+/// Exit status: 0 after a clean stop, 2 for bad flags or configuration (and
+/// for a TAP device that cannot be opened, which is a configuration matter:
+/// a name or a permission), 1 when the device fails while running.
+public enum Daemon {
+    public static func main(arguments: [String]) async -> Never {
+        let command: NetstackdCommand
+        do {
+            command = try NetstackdCommand.parse(Array(arguments.dropFirst()))
+        } catch {
+            if NetstackdCommand.exitCode(for: error) == .success {
+                print(NetstackdCommand.fullMessage(for: error))
+                exit(0)
+            }
+            fail(NetstackdCommand.fullMessage(for: error), status: 2)
+        }
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try command.resolve()
+        } catch {
+            fail("\(error)", status: 2)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = configuration.logLevel
+            return handler
+        }
+        do {
+            try await run(configuration)
+            exit(0)
+        } catch let error as StartupError {
+            fail("\(error)", status: 2)
+        } catch {
+            fail("\(error)", status: 1)
+        }
+    }
+
+    /// Writes `message` to standard error and exits.
+    static func fail(_ message: String, status: Int32) -> Never {
+        writeStandardError("netstackd: \(message)\n")
+        exit(status)
+    }
+
+    /// A failure to set up what the configuration names.
+    struct StartupError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Opens the TAP device at the configured MTU and brings it up.
+    static func openDevice(_ configuration: DaemonConfiguration) throws(StartupError) -> TapDevice {
+        do {
+            let device = try TapDevice(name: configuration.interface)
+            if try device.mtu() != configuration.mtu { try device.setMTU(configuration.mtu) }
+            try device.bringUp()
+            return device
+        } catch {
+            throw StartupError(description: "interface \(error)")
+        }
+    }
+
+    /// Runs the daemon until a stop signal.
+    public static func run(_ configuration: DaemonConfiguration) async throws {
+        let logger = Logger(label: "netstackd")
+        let device = try openDevice(configuration)
+        let capture: PcapWriter?
+        do {
+            capture = try configuration.pcap.map { path throws(PcapError) in try PcapWriter(path: path) }
+        } catch {
+            throw StartupError(description: "pcap: \(error)")
+        }
+        var system = SystemRandomNumberGenerator()
+        let stack = Stack(configuration: configuration.stackConfiguration, now: SystemClock.monotonic(),
+                          seed: system.next())
+        let engine = try Engine(stack: stack, device: device, capture: capture, logger: logger,
+                                statisticsInterval: configuration.statisticsInterval)
+        let service = EngineService(engine: engine, configuration: configuration, logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: service)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        try await group.run()
+    }
+}
+
+/// The engine as a lifecycle service: runs its loop on a dedicated thread,
+/// announces readiness, and on graceful shutdown stops it, flushes the
+/// capture and prints the counters.
+struct EngineService: ServiceLifecycle.Service {
+    let engine: Engine<TapDevice>
+    let configuration: DaemonConfiguration
+    let logger: Logger
+
+    func run() async throws {
+        let failure = FailureBox()
+        let thread = DedicatedThread { [engine] in
+            do {
+                try engine.run()
+            } catch {
+                failure.set(error)
+            }
+        }
+        logger.info("running on \(configuration.interface)")
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await announceReadiness() }
+                await thread.wait()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            engine.stop()
+        }
+        // The thread has ended: the stack is ours to read.
+        let summary = Engine<TapDevice>.summary(engine.stack.counters)
+        writeStandardError("netstackd: stopped; counters: \(summary)\n")
+        if let error = failure.error { throw error }
+    }
+
+    /// Prints one "ready" line on standard output once every address has
+    /// finished duplicate address detection (scripts and tests wait for it).
+    private func announceReadiness() async {
+        while true {
+            let settled = await engine.query { $0.addressesSettled }
+            if settled { break }
+            do { try await Task.sleep(for: .milliseconds(50)) } catch { return }
+        }
+        let addresses = await engine.query { stack in
+            stack.ipv4Addresses.map { "\($0.interface)" } + stack.ipv6Addresses.map { "\($0.interface)" }
+        }
+        print("netstackd: ready on \(configuration.interface): \(addresses.joined(separator: " "))")
+        fflush(nil)
+    }
+}
+
+/// The engine thread's error, handed to the service task. Written once by the
+/// thread before it ends; read after `DedicatedThread.wait()` returned.
+final class FailureBox: @unchecked Sendable {
+    // @unchecked: `set` runs on the engine thread before the thread finishes;
+    // `error` is read only after `wait()` observed that finish (through the
+    // thread's Mutex), which orders the two accesses.
+    private(set) var error: (any Error)?
+    func set(_ error: any Error) { self.error = error }
+}
+
+/// Writes `text` to standard error, unbuffered.
+func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if n <= 0 { return }
+        offset += n
+    }
+}

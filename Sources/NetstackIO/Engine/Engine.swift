@@ -1,0 +1,179 @@
+import CTap
+import Glibc
+import Logging
+import NetstackCore
+import Synchronization
+
+/// Runs a `Stack` on a `FrameDevice`, on a thread of its own.
+///
+/// The loop waits (with `poll`) on the device and on a wake-up descriptor,
+/// until the stack's next deadline. Then it receives every frame that is
+/// ready (up to a batch), feeds each to the stack, runs due timers and work
+/// submitted from other threads, and sends everything the stack queued. One
+/// receive buffer is reused for every frame, so the loop allocates nothing per
+/// frame; the stack copies what it keeps.
+///
+/// Other threads talk to the engine only through `submit(_:)` and `stop()`;
+/// the stack itself is touched by the engine thread alone.
+public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable {
+    // @unchecked: `stack`, `device`, `capture`, `receiveBuffer` and the
+    // statistics are used only by the engine thread (inside `run()`), or by
+    // other threads strictly before `run()` starts and after it returned (the
+    // thread start and join order those accesses). Everything other threads
+    // use at any time is in `mailbox` (a Mutex), `stopping` (an Atomic) and
+    // the wake-up eventfd.
+
+    /// What the engine drives. Touch it only from work submitted to the engine,
+    /// or after `run()` has returned.
+    public let stack: Stack
+    private let device: Device
+    private let capture: PcapWriter?
+    private let logger: Logger
+    private let statisticsInterval: Duration?
+    private let wakeDescriptor: Int32
+    private let stopping = Atomic<Bool>(false)
+    /// Work for the engine thread, and whether the loop has ended (after
+    /// which work runs at once on the submitting thread, the stack being
+    /// nobody else's any more).
+    private let mailbox = Mutex<(work: [@Sendable (Stack) -> Void], finished: Bool)>(([], false))
+    private var receiveBuffer: [UInt8]
+    /// Frames handled per batch before the loop looks at timers and output.
+    private let batchLimit = 256
+
+    public init(stack: Stack, device: consuming Device, capture: PcapWriter? = nil, logger: Logger,
+                statisticsInterval: Duration? = .seconds(10)) throws(TapError) {
+        let wakeDescriptor = ctap_eventfd()
+        guard wakeDescriptor >= 0 else { throw TapError(interface: "engine", operation: .poll, code: -wakeDescriptor) }
+        self.wakeDescriptor = wakeDescriptor
+        self.stack = stack
+        self.device = device
+        self.capture = capture
+        self.logger = logger
+        self.statisticsInterval = statisticsInterval
+        receiveBuffer = [UInt8](repeating: 0, count: 65_536 + 64)
+    }
+
+    deinit {
+        close(wakeDescriptor)
+    }
+
+    /// Runs `work` on the engine thread, with the stack, soon. Once the loop
+    /// has ended, runs it right away.
+    public func submit(_ work: @escaping @Sendable (Stack) -> Void) {
+        let queued = mailbox.withLock { mailbox -> Bool in
+            if mailbox.finished {
+                work(stack)
+                return false
+            }
+            mailbox.work.append(work)
+            return true
+        }
+        if queued { wake() }
+    }
+
+    /// Runs `body` with the stack on the engine thread and returns its result.
+    public func query<R: Sendable>(_ body: @escaping @Sendable (Stack) -> R) async -> R {
+        await withCheckedContinuation { continuation in
+            submit { stack in continuation.resume(returning: body(stack)) }
+        }
+    }
+
+    /// Whether the loop has ended.
+    public var hasFinished: Bool { mailbox.withLock { $0.finished } }
+
+    /// Asks the loop to end; `run()` returns after its current iteration.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake()
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeDescriptor, &one, 8)
+    }
+
+    /// The loop. Returns when `stop()` was called, or throws on a device error.
+    public func run() throws {
+        defer { finish() }
+        var lastStatistics = SystemClock.monotonic()
+        var descriptors = [
+            pollfd(fd: device.readinessDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeDescriptor, events: Int16(POLLIN), revents: 0),
+        ]
+        var pending: [@Sendable (Stack) -> Void] = []
+        pending.reserveCapacity(64)
+        while !stopping.load(ordering: .acquiring) {
+            let now = SystemClock.monotonic()
+            var timeout: Int32 = 1000
+            if stack.hasOutput {
+                timeout = 0
+            } else if let deadline = stack.nextDeadline {
+                let milliseconds = (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
+                timeout = Int32(clamping: max(0, min(milliseconds, 1000)))
+            }
+            descriptors[0].revents = 0
+            descriptors[1].revents = 0
+            if poll(&descriptors, 2, timeout) < 0 && errno != EINTR {
+                throw TapError(interface: "engine", operation: .poll, code: errno)
+            }
+            let current = SystemClock.monotonic()
+            if descriptors[1].revents != 0 {
+                var count: UInt64 = 0
+                _ = read(wakeDescriptor, &count, 8)
+            }
+            mailbox.withLock { swap(&pending, &$0.work) }
+            for work in pending { work(stack) }
+            pending.removeAll(keepingCapacity: true)
+            try receiveBatch(now: current)
+            stack.poll(now: current)
+            try transmit()
+            for notice in stack.takeNotices() { logger.info("\(notice)") }
+            if let interval = statisticsInterval, current - lastStatistics >= interval {
+                lastStatistics = current
+                logger.info("counters: \(Self.summary(stack.counters))")
+            }
+        }
+        try transmit()
+        try capture?.flush()
+    }
+
+    /// Marks the loop as ended and runs work that arrived meanwhile.
+    private func finish() {
+        mailbox.withLock { mailbox in
+            mailbox.finished = true
+            for work in mailbox.work { work(stack) }
+            mailbox.work.removeAll()
+        }
+    }
+
+    private func receiveBatch(now: Instant) throws {
+        for _ in 0..<batchLimit {
+            let length = try receiveBuffer.withUnsafeMutableBytes { try device.receive(into: $0) }
+            guard let length else { return }
+            receiveBuffer.withUnsafeBytes { all in
+                let frame = UnsafeRawBufferPointer(rebasing: all[0..<length])
+                capture?.write(frame, timestamp: SystemClock.wallClock())
+                stack.receive(frame: RawSpan(_unsafeBytes: frame), now: now)
+            }
+        }
+    }
+
+    private func transmit() throws {
+        var failure: (any Error)?
+        stack.transmit { frame in
+            capture?.write(frame, timestamp: SystemClock.wallClock())
+            do {
+                return try device.send(frame)
+            } catch {
+                failure = error
+                return false
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// `name=value` pairs of every non-zero counter.
+    public static func summary(_ counters: Counters) -> String {
+        counters.nonZero.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
+    }
+}

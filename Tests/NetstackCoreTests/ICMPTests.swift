@@ -1,0 +1,137 @@
+import NetstackCore
+import NetstackTestSupport
+import NetstackWire
+import Testing
+
+@Suite struct ICMPTests {
+    let host = HostFrames()
+
+    func resolvedDriver() -> StackDriver {
+        let driver = StackDriver()
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        driver.receive(host.neighborSolicitation(for: host.stackIPv6))
+        _ = driver.takeSent()
+        return driver
+    }
+
+    @Test func unknownIPv4ProtocolIsProtocolUnreachable() {
+        let driver = resolvedDriver()
+        driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1, 2, 3, 4]))
+        let sent = driver.takeSent()
+        guard case .icmpv4(.destinationUnreachable(code: 2, _))? = sent.first?.transport else {
+            Issue.record("expected protocol unreachable, got \(sent)"); return
+        }
+        // The whole offending packet is quoted: its 20-byte header and 4 bytes.
+        #expect(sent.first?.payload.count == 20 + 4)
+    }
+
+    @Test func unknownIPv6NextHeaderIsParameterProblemPointingAtIt() {
+        let driver = resolvedDriver()
+        driver.receive(host.ipv6Packet(IPProtocol(rawValue: 253), [1, 2, 3, 4]))
+        // Behind a destination options header (PadN), the pointer is that header's first byte (40).
+        driver.receive(host.ipv6Packet(.destinationOptions, [1, 2, 3, 4], extensionHeaders: [253, 0, 1, 4, 0, 0, 0, 0]))
+        let pointers = driver.takeSent().compactMap { d -> UInt32? in
+            if case .icmpv6(.parameterProblem(1, let pointer)) = d.transport { return pointer }
+            return nil
+        }
+        #expect(pointers == [6, 40])
+    }
+
+    @Test func unrecognizedOptionsFollowTheirActionBits() {
+        let driver = resolvedDriver()
+        let echo = HostFrames.icmpv6(.echoRequest(identifier: 1, sequence: 1), body: [],
+                                     source: host.ipv6, destination: host.stackIPv6)
+        func withOption(_ type: UInt8) -> [UInt8] {
+            host.ipv6Packet(.destinationOptions, echo, extensionHeaders: [58, 0, type, 4, 0, 0, 0, 0])
+        }
+        driver.receive(withOption(0x1e))   // 00: skip, the echo is answered
+        driver.receive(withOption(0x5e))   // 01: discard silently
+        driver.receive(withOption(0x9e))   // 10: discard and report
+        driver.receive(withOption(0xde))   // 11: discard and report (unicast)
+        let sent = driver.takeSent()
+        #expect(sent.filter { if case .icmpv6(.echoReply) = $0.transport { true } else { false } }.count == 1)
+        let pointers = sent.compactMap { d -> UInt32? in
+            if case .icmpv6(.parameterProblem(2, let pointer)) = d.transport { return pointer }
+            return nil
+        }
+        #expect(pointers == [42, 42], "pointing at the option type")
+        #expect(driver.stack.counters[.unrecognizedOption] == 3)
+    }
+
+    @Test func hopByHopAfterAnotherHeaderIsReported() {
+        let driver = resolvedDriver()
+        driver.receive(host.ipv6Packet(.destinationOptions, [],
+                                       extensionHeaders: [0, 0, 1, 4, 0, 0, 0, 0, 59, 0, 1, 4, 0, 0, 0, 0]))
+        #expect(driver.stack.counters[.hopByHopNotFirst] == 1)
+        guard case .icmpv6(.parameterProblem(1, 40))? = driver.takeSent().first?.transport else {
+            Issue.record("expected a parameter problem at 40"); return
+        }
+    }
+
+    @Test func routingHeaderWithSegmentsLeftIsReported() {
+        let driver = resolvedDriver()
+        // Type 0 (deprecated), one segment left.
+        var routing = [UInt8](repeating: 0, count: 24)
+        routing[0] = 59; routing[1] = 2; routing[2] = 0; routing[3] = 1
+        driver.receive(host.ipv6Packet(.routing, [], extensionHeaders: routing))
+        #expect(driver.stack.counters[.unsupportedRouting] == 1)
+        guard case .icmpv6(.parameterProblem(0, 42))? = driver.takeSent().first?.transport else {
+            Issue.record("expected a parameter problem at the routing type"); return
+        }
+        // With no segments left it is simply skipped.
+        routing[3] = 0
+        routing[0] = 58
+        let echo = HostFrames.icmpv6(.echoRequest(identifier: 1, sequence: 1), body: [],
+                                     source: host.ipv6, destination: host.stackIPv6)
+        driver.receive(host.ipv6Packet(.routing, echo, extensionHeaders: routing))
+        guard case .icmpv6(.echoReply)? = driver.takeSent().first?.transport else {
+            Issue.record("expected an echo reply"); return
+        }
+    }
+
+    @Test func errorsAreRateLimited() {
+        let driver = resolvedDriver()
+        for _ in 0..<100 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1])) }
+        #expect(driver.takeSent().count == 50, "the burst")
+        #expect(driver.stack.counters[.icmpErrorRateLimited] == 50)
+        driver.advance(by: .milliseconds(10))
+        for _ in 0..<20 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1])) }
+        #expect(driver.takeSent().count == 10, "1000 per second refill 10 in 10 ms")
+    }
+
+    @Test func noErrorAboutAnErrorOrABroadcast() {
+        let driver = resolvedDriver()
+        // An ICMP error of unknown type 3 code 9 with a bad quote: ignored, not answered.
+        driver.receive(host.ipv4Packet(.icmp, HostFrames.icmpv4(.destinationUnreachable(code: 9, nextHopMTU: 0),
+                                                                body: [0x45])))
+        // An unknown protocol to the broadcast address: no error.
+        driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1], destination: .broadcast,
+                                       linkDestination: .broadcast))
+        #expect(driver.takeSent().isEmpty)
+        #expect(driver.stack.counters[.icmpErrorsReceived] == 1)
+    }
+
+    @Test func broadcastPingIsIgnoredAndMulticastPingAnsweredFromLinkLocal() {
+        let driver = resolvedDriver()
+        driver.receive(host.echoRequest4(destination: IPv4Address(192, 168, 69, 255), linkDestination: .broadcast))
+        #expect(driver.takeSent().isEmpty)
+        #expect(driver.stack.counters[.echoToBroadcastIgnored] == 1)
+        driver.receive(host.echoRequest6(destination: .allNodes, source: host.linkLocal))
+        // The reply waits for the host's link-local address to be resolved.
+        driver.receive(host.neighborAdvertisement(target: host.linkLocal, solicited: true,
+                                                  to: .linkLocal(eui64: host.stackMAC)))
+        let sent = driver.takeSent()
+        let replies = sent.compactMap { d -> IPv6Header? in
+            if case .icmpv6(.echoReply) = d.transport, case .ipv6(let ip, _) = d.network { return ip }
+            return nil
+        }
+        #expect(replies.first?.source == IPv6Address.linkLocal(eui64: host.stackMAC))
+    }
+
+    @Test func largeEchoIsFragmentedWithTheLinuxSizes() {
+        let driver = resolvedDriver()
+        driver.receive(host.echoRequest4(data: Array(repeating: 0x42, count: 8000)))
+        let sizes = driver.takeSent().map(\.payload.count)
+        #expect(sizes == [1480, 1480, 1480, 1480, 1480, 608])
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import NetstackCore
+import NetstackDaemon
+import NetstackWire
+import Testing
+
+@Suite struct ConfigurationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    @Test func embeddedConfigurationIsTheFile() throws {
+        let file = try String(contentsOf: Self.root.appendingPathComponent("config/netstackd.toml"), encoding: .utf8)
+        #expect(file.trimmingCharacters(in: .newlines) == embeddedConfiguration.trimmingCharacters(in: .newlines))
+    }
+
+    @Test func defaultsAreTheTapZeroLayout() throws {
+        let configuration = try DaemonConfiguration.standard()
+        #expect(configuration.interface == "tap0")
+        #expect(configuration.mac == MACAddress(2, 0, 0, 0, 0, 1))
+        #expect(configuration.ipv4Addresses == [InterfaceAddress(IPv4Address(192, 168, 69, 1), prefixLength: 24)])
+        #expect(configuration.ipv6Addresses.map(\.description) == ["fdaa::1/64"])
+        #expect(configuration.ipv4Gateway == IPv4Address(192, 168, 69, 100))
+        #expect(configuration.ipv6Gateway == IPv6Address("fdaa::100"))
+        #expect(configuration.mtu == 1500)
+        #expect(configuration.stackConfiguration.ipv6Startup.dadTransmits == 1)
+    }
+
+    @Test func flagsOverrideTheFile() throws {
+        let command = try NetstackdCommand.parse(["--address", "10.0.0.2/8", "--address", "2001:db8::2/64",
+                                                  "--gateway", "10.0.0.1", "--mtu", "9000", "--mac",
+                                                  "02:aa:bb:cc:dd:ee", "--interface", "tap7"])
+        let configuration = try command.resolve()
+        #expect(configuration.ipv4Addresses.map(\.description) == ["10.0.0.2/8"])
+        #expect(configuration.ipv6Addresses.map(\.description) == ["2001:db8::2/64"])
+        #expect(configuration.ipv4Gateway == IPv4Address(10, 0, 0, 1))
+        #expect(configuration.ipv6Gateway == nil)
+        #expect(configuration.mtu == 9000)
+        #expect(configuration.interface == "tap7")
+    }
+
+    @Test func badValuesNameTheirField() throws {
+        func field(_ arguments: [String]) -> String? {
+            do {
+                _ = try NetstackdCommand.parse(arguments).resolve()
+                return nil
+            } catch let error as ConfigurationError {
+                return error.field
+            } catch {
+                return "parse"
+            }
+        }
+        #expect(field(["--mtu", "20"]) == "--mtu")
+        #expect(field(["--interface", "a-name-too-long-for-linux"]) == "--interface")
+        #expect(field(["--mac", "01:00:5e:00:00:01"]) == "--mac")
+        #expect(field(["--gateway", "10.0.0.1", "--gateway", "10.0.0.2"]) == "--gateway")
+        #expect(field(["--address", "300.1.1.1/24"]) == "parse")
+    }
+
+    @Test func fileErrorsNameTheKeyAndTheFile() throws {
+        #expect {
+            _ = try ConfigurationFile.parse("[limits]\nreassembly-memory = 10\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: limits.reassembly-memory: must be at least 65536"
+        }
+        #expect {
+            _ = try ConfigurationFile.parse("[interface]\ngateways = [\"10.0.0.1\", \"10.0.0.2\"]\n", source: "y.toml")
+        } throws: { error in
+            "\(error)".contains("interface.gateways")
+        }
+    }
+}

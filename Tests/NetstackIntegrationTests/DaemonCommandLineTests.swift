@@ -1,0 +1,62 @@
+import Foundation
+import NetstackTestSupport
+import Testing
+
+/// Bad flags or configuration end with exit status 2 and a message naming the field.
+@Suite(.enabled(if: runningAsRoot, "runs netstackd in namespaces; needs root"))
+struct DaemonCommandLineTests {
+    func run(_ arguments: String, as user: String? = nil) throws -> (status: Int32, output: String) {
+        let namespace = try TestNamespace("cli")
+        defer { namespace.remove() }
+        let prefix = user.map { "setpriv --reuid=\($0) --regid=\($0) --clear-groups " } ?? ""
+        return namespace.execute("\(prefix)\(DaemonProcess.binary) \(arguments)")
+    }
+
+    @Test func badAddressFlag() throws {
+        let (status, output) = try run("--address 300.1.1.1/24")
+        #expect(status == 2)
+        #expect(output.contains("--address"), "\(output)")
+        #expect(output.contains("300.1.1.1/24"))
+    }
+
+    @Test func unknownKeyInTheConfigurationFile() throws {
+        let path = "/tmp/netstackd-test-\(getpid())-unknown.toml"
+        defer { unlink(path) }
+        FileManager.default.createFile(atPath: path, contents: Data("[interface]\nname = \"tap0\"\nspeed = 10\n".utf8))
+        let (status, output) = try run("--config \(path)")
+        #expect(status == 2)
+        #expect(output.contains("interface.speed"), "\(output)")
+    }
+
+    @Test func wrongTypeAndBadValuesInTheConfigurationFile() throws {
+        let path = "/tmp/netstackd-test-\(getpid())-wrong.toml"
+        defer { unlink(path) }
+        for (text, field) in [("[interface]\nmtu = \"big\"\n", "interface.mtu"),
+                              ("[interface]\nmac = \"02:00\"\n", "interface.mac"),
+                              ("[interface]\naddresses = [\"fdaa::1/129\"]\n", "interface.addresses"),
+                              ("[daemon]\nlog-level = \"loud\"\n", "daemon.log-level"),
+                              ("[nonsense]\n", "nonsense"),
+                              ("[interface\n", "syntax")] {
+            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            let (status, output) = try run("--config \(path)")
+            #expect(status == 2, "\(text)")
+            #expect(output.contains(field), "\(text): \(output)")
+        }
+    }
+
+    @Test func missingInterfacePermission() throws {
+        // As user nobody, the TAP cannot be created: /dev/net/tun refuses
+        // (EACCES where it is mode 0600) or TUNSETIFF does (EPERM).
+        let (status, output) = try run("--interface tapx", as: "65534")
+        #expect(status == 2)
+        #expect(output.contains("interface tapx: open /dev/net/tun:"), "\(output)")
+        #expect(output.contains("permission denied") || output.contains("not permitted"), "\(output)")
+        #expect(output.contains("run as root"), "\(output)")
+    }
+
+    @Test func helpExitsZero() throws {
+        let (status, output) = try run("--help")
+        #expect(status == 0)
+        #expect(output.contains("USAGE: netstackd"))
+    }
+}

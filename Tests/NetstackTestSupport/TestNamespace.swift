@@ -1,0 +1,190 @@
+import CTap
+import Foundation
+import Glibc
+
+/// A network namespace made by a test (`ip netns add`), with a helper to run
+/// commands inside it. Removed by `remove()` or when the value goes away, so
+/// a failing test cleans up too.
+public final class TestNamespace: @unchecked Sendable {
+    // @unchecked: `removed` is only touched by `remove()`, which tests call from
+    // the one task that owns the namespace (and deinit, after every use).
+    public let name: String
+    private var removed = false
+    private static let counter = Counter()
+
+    /// Creates `ns-PREFIX-PID-N`, with loopback up.
+    public init(_ prefix: String) throws {
+        name = "ns-\(prefix)-\(getpid())-\(Self.counter.next())"
+        try TestShell.run("ip netns add \(name)")
+        try run("ip link set lo up")
+    }
+
+    deinit { remove() }
+
+    /// Runs a shell command inside the namespace; throws if it fails.
+    @discardableResult
+    public func run(_ command: String) throws -> String {
+        try TestShell.run("ip netns exec \(name) sh -c '\(command)'")
+    }
+
+    /// Runs a shell command inside the namespace; returns status and output.
+    public func execute(_ command: String) -> (status: Int32, output: String) {
+        TestShell.execute("ip netns exec \(name) sh -c '\(command)'")
+    }
+
+    /// Creates a persistent `tap0` whose kernel side is the fixtures' host:
+    /// 02:00:00:00:00:64, 192.168.69.100/24, fdaa::100/64.
+    public func addHostTap(_ interface: String = "tap0") throws {
+        try run("""
+            ip tuntap add dev \(interface) mode tap && \
+            ip link set \(interface) address 02:00:00:00:00:64 && \
+            ip link set \(interface) up && \
+            ip addr add 192.168.69.100/24 dev \(interface) && \
+            ip -6 addr add fdaa::100/64 dev \(interface) nodad
+            """)
+    }
+
+    /// Deletes the namespace (and every interface in it). Safe to call twice.
+    public func remove() {
+        guard !removed else { return }
+        removed = true
+        _ = TestShell.execute("ip netns del \(name)")
+    }
+
+    private final class Counter: @unchecked Sendable {
+        // @unchecked: every access holds `lock`.
+        private let lock = NSLock()
+        private var value = 0
+        func next() -> Int {
+            lock.lock()
+            defer { lock.unlock() }
+            value += 1
+            return value
+        }
+    }
+}
+
+/// A raw packet socket on an interface of a namespace: frames sent through it
+/// enter the TAP as if the host's kernel had sent them.
+public final class PacketInjector: Sendable {
+    public let descriptor: Int32
+
+    public init(namespace: TestNamespace, interface: String = "tap0") throws {
+        descriptor = try inNetworkNamespace(namespace.name) {
+            let fd = ctap_packet_socket(interface)
+            guard fd >= 0 else { throw NamespaceError(code: -fd) }
+            return fd
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    public func send(_ frame: [UInt8]) {
+        _ = frame.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }
+    }
+}
+
+/// `netstackd` started by a test inside a namespace, with its output in files.
+public final class DaemonProcess: @unchecked Sendable {
+    // @unchecked: the Process is used from the owning test only.
+    public let namespace: TestNamespace
+    private let process = Process()
+    public let standardOutputPath: String
+    public let standardErrorPath: String
+
+    /// The binary next to the test bundle (`scripts/test.sh` builds it first).
+    public static var binary: String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("netstackd").path
+    }
+
+    /// Starts `netstackd ARGUMENTS` in `namespace` and waits for its ready line.
+    public init(in namespace: TestNamespace, arguments: [String] = [], waitForReady: Bool = true) throws {
+        self.namespace = namespace
+        let base = "/tmp/\(namespace.name)-netstackd-\(UUID().uuidString.prefix(8))"
+        standardOutputPath = base + ".out"
+        standardErrorPath = base + ".err"
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            throw TestShell.Failure(command: Self.binary, status: -1,
+                                    output: "netstackd is not built; run scripts/test.sh, which builds it first")
+        }
+        FileManager.default.createFile(atPath: standardOutputPath, contents: nil)
+        FileManager.default.createFile(atPath: standardErrorPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace.name, Self.binary] + arguments
+        process.standardOutput = FileHandle(forWritingAtPath: standardOutputPath)
+        process.standardError = FileHandle(forWritingAtPath: standardErrorPath)
+        try process.run()
+        if waitForReady { try self.waitForReady() }
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        unlink(standardOutputPath)
+        unlink(standardErrorPath)
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+
+    public var standardOutput: String { (try? String(contentsOfFile: standardOutputPath, encoding: .utf8)) ?? "" }
+    public var standardError: String { (try? String(contentsOfFile: standardErrorPath, encoding: .utf8)) ?? "" }
+
+    /// Waits (up to 30 s) for the "ready" line; throws with the daemon's
+    /// output if it exits or stays silent.
+    public func waitForReady() throws {
+        for _ in 0..<600 {
+            if standardOutput.contains("netstackd: ready") { return }
+            if !process.isRunning { break }
+            usleep(50_000)
+        }
+        throw TestShell.Failure(command: "netstackd", status: process.isRunning ? -1 : process.terminationStatus,
+                                output: "no ready line; stdout: \(standardOutput) stderr: \(standardError)")
+    }
+
+    /// Waits for the daemon to exit by itself (up to 30 s); its status.
+    public func waitForExit() -> Int32 {
+        for _ in 0..<600 where process.isRunning { usleep(50_000) }
+        if process.isRunning {
+            kill(pid, SIGKILL)
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Stops the daemon with SIGINT (SIGKILL after 10 s) and returns its exit status.
+    @discardableResult
+    public func stop() -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        kill(pid, SIGINT)
+        for _ in 0..<200 where process.isRunning { usleep(50_000) }
+        if process.isRunning { kill(pid, SIGKILL) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Resident memory in bytes, from /proc.
+    public var residentMemory: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kilobytes * 1024
+        }
+        return 0
+    }
+
+    /// The counters of the "stopped; counters: ..." line (after `stop()`).
+    public var finalCounters: [String: UInt64] {
+        guard let line = standardError.split(separator: "\n").last(where: { $0.contains("stopped; counters:") })
+        else { return [:] }
+        var counters: [String: UInt64] = [:]
+        for pair in line.split(separator: " ") where pair.contains("=") {
+            let parts = pair.split(separator: "=")
+            if parts.count == 2, let value = UInt64(parts[1]) { counters[String(parts[0])] = value }
+        }
+        return counters
+    }
+}
