@@ -49,6 +49,10 @@ public final class Stack {
     /// being cut into fragments.
     var fragmentScratch: [UInt8] = []
     var notices: [StackNotice] = []
+    var nextSocketID: UInt64 = 0
+    /// Sockets with something to report, in order, each once.
+    var socketEvents: [SocketID] = []
+    var pendingSocketEvents: Set<SocketID> = []
 
     // Start-up work (RFC 5227 announcements, RFC 4861 router solicitation).
     var announcementsLeft: Int

@@ -84,7 +84,9 @@ public enum Daemon {
         let engine = try Engine(stack: stack, device: device, capture: capture, logger: logger,
                                 statisticsInterval: configuration.statisticsInterval)
         let service = EngineService(engine: engine, configuration: configuration, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: service)],
+        let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger)
+        // Shutdown goes in reverse: the services close their sockets, then the engine stops.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: service), .init(service: builtins)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint],
                                                       logger: logger))
         try await group.run()

@@ -14,7 +14,8 @@ public struct MACAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
     }
 
     /// Reads six bytes at `offset`.
-    init(_ bytes: RawSpan, at offset: Int) {
+    /// Reads the address in wire order at `offset` of `bytes`.
+    public init(_ bytes: RawSpan, at offset: Int) {
         self.init(rawValue: UInt64(bytes.u16(offset)) << 32 | UInt64(bytes.u32(offset + 2)))
     }
 
@@ -86,7 +87,8 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
         rawValue = UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d)
     }
 
-    init(_ bytes: RawSpan, at offset: Int) {
+    /// Reads the address in wire order at `offset` of `bytes`.
+    public init(_ bytes: RawSpan, at offset: Int) {
         rawValue = bytes.u32(offset)
     }
 
@@ -147,7 +149,8 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
         low = UInt64(g4) << 48 | UInt64(g5) << 32 | UInt64(g6) << 16 | UInt64(g7)
     }
 
-    init(_ bytes: RawSpan, at offset: Int) {
+    /// Reads the address in wire order at `offset` of `bytes`.
+    public init(_ bytes: RawSpan, at offset: Int) {
         high = bytes.u64(offset)
         low = bytes.u64(offset + 8)
     }

@@ -15,6 +15,16 @@ import Testing
         #expect(replay.stack.counters.totalDrops == 0, "\(replay.stack.counters.nonZero)")
     }
 
+    @Test(arguments: ["udp4-echo.pcap", "udp6-echo.pcap", "udp4-closed-port.pcap"])
+    func udpCapturesReplayExactly(fixture: String) throws {
+        let echo = DirectUDPEcho()
+        let replay = try FixtureReplay(fixture: fixture, setUp: echo.setUp, application: echo.run)
+        let (expected, produced) = replay.signatures(where: FrameFilter.isAnswer)
+        #expect(expected.count > 0)
+        #expect(produced == expected, "\n\(diff(expected, produced))")
+        #expect(echo.echoed == (fixture.contains("closed") ? 0 : 1))
+    }
+
     /// Address resolution in every capture: each ARP request and neighbour
     /// solicitation from the host is answered as the kernel answered it.
     @Test(arguments: Fixtures.all)

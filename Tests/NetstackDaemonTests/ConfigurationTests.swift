@@ -10,7 +10,8 @@ import Testing
 
     @Test func embeddedConfigurationIsTheFile() throws {
         let file = try String(contentsOf: Self.root.appendingPathComponent("config/netstackd.toml"), encoding: .utf8)
-        #expect(file.trimmingCharacters(in: .newlines) == embeddedConfiguration.trimmingCharacters(in: .newlines))
+        #expect(file.trimmingCharacters(in: .newlines) == embeddedConfiguration.trimmingCharacters(in: .newlines),
+                "run scripts/embed-config.sh after editing config/netstackd.toml")
     }
 
     @Test func defaultsAreTheTapZeroLayout() throws {

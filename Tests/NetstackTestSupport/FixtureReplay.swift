@@ -24,10 +24,13 @@ public struct FixtureReplay {
         return configuration
     }
 
-    /// Replays `fixture`. `dropHostFrame`, when given, decides which of the
-    /// host's frames (by index among the host's frames) never arrive: loss.
+    /// Replays `fixture`. `setUp` prepares the stack (binds sockets);
+    /// `application` runs after every frame, as the programs using the stack
+    /// would (an echo service answering what arrived). `dropHostFrame`, when
+    /// given, decides which of the host's frames (by index among the host's
+    /// frames) never arrive: loss.
     public init(fixture: String, configuration: StackConfiguration = Self.replayConfiguration,
-                setUp: (Stack) -> Void = { _ in },
+                setUp: (Stack) -> Void = { _ in }, application: (Stack) -> Void = { _ in },
                 dropHostFrame: (Int) -> Bool = { _ in false }) throws {
         let records = try Fixtures.frames(fixture)
         let origin = records.first?.timestamp.totalNanoseconds ?? 0
@@ -57,6 +60,7 @@ public struct FixtureReplay {
             if dropHostFrame(hostIndex) { continue }
             record.bytes.withSpan { stack.receive(frame: $0, now: now) }
             stack.poll(now: now)
+            application(stack)
             collect()
         }
         self.produced = produced
@@ -180,4 +184,34 @@ public struct FrameKind: Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(summary) +\(payload.count)B" }
+}
+
+/// A UDP echo service driving a stack directly (no sockets layer): binds
+/// port 7 on both versions, and echoes whatever is queued.
+public final class DirectUDPEcho {
+    public private(set) var sockets: (v4: SocketID, v6: SocketID)?
+    public private(set) var echoed = 0
+
+    public init() {}
+
+    public func setUp(_ stack: Stack) {
+        let v4 = stack.udpOpen(IPv4.self)
+        let v6 = stack.udpOpen(IPv6.self)
+        try! stack.udpBind(IPv4.self, v4, to: .any(port: 7))
+        try! stack.udpBind(IPv6.self, v6, to: .any(port: 7))
+        sockets = (v4, v6)
+    }
+
+    public func run(_ stack: Stack) {
+        guard let sockets else { return }
+        echo(IPv4.self, sockets.v4, stack)
+        echo(IPv6.self, sockets.v6, stack)
+    }
+
+    private func echo<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ stack: Stack) {
+        while let (source, payload) = try? stack.udpReceive(I.self, id, { ($0.source, $1.array) }) {
+            _ = try? stack.udpSend(I.self, id, to: source, payload: payload.span.bytes)
+            echoed += 1
+        }
+    }
 }

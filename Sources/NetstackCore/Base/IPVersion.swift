@@ -83,6 +83,13 @@ public protocol IPVersion: Sendable {
     static func isBroadcast(_ address: Address, in layer: IPLayer<Self>) -> Bool
     /// Whether an ICMP message of this type is an error (which no error may answer).
     static func isICMPError(type: UInt8) -> Bool
+    /// Whether a UDP checksum of zero is invalid (IPv6, RFC 8200 §8.1) rather
+    /// than "none computed" (IPv4, RFC 768).
+    static var udpChecksumRequired: Bool { get }
+    /// The addresses, upper-layer protocol and upper-layer bytes of the packet
+    /// an ICMP error quotes (which may be cut short), if they can be read.
+    static func quotedPacket(_ bytes: RawSpan) -> QuotedPacket<Self>?
+
     /// Asks the link who has `target`: to everyone, or (`mac` given) to the
     /// neighbour's cached address, to confirm it (ARP request or NDP neighbour
     /// solicitation).
@@ -129,6 +136,11 @@ public enum ICMPError: Hashable, Sendable {
     case protocolUnreachable
     /// The datagram was not completed in time (v4 type 11 code 1, v6 type 3 code 1).
     case reassemblyTimeExceeded
+    /// The hop limit ran out on the way (v4 type 11 code 0, v6 type 3 code 0).
+    case hopLimitExceeded
+    /// The destination host or network cannot be reached (v4 type 3 code 1,
+    /// v6 type 1 code 3), or is administratively prohibited.
+    case hostUnreachable
     /// A field of the header is wrong; `pointer` is its offset in the quoted packet.
     case parameterProblem(code: UInt8, pointer: Int)
     /// The packet is bigger than the next link's MTU (v4 type 3 code 4, v6 type 2).
@@ -166,6 +178,18 @@ public enum IPv4: IPVersion {
 
     public static func isBroadcast(_ address: IPv4Address, in layer: IPLayer<IPv4>) -> Bool {
         address.isBroadcast || layer.addresses.contains { $0.interface.subnet.broadcast == address }
+    }
+
+    public static var udpChecksumRequired: Bool { false }
+
+    public static func quotedPacket(_ bytes: RawSpan) -> QuotedPacket<IPv4>? {
+        guard bytes.byteCount >= IPv4Packet.minimumHeaderLength, bytes.u8(0) >> 4 == 4 else { return nil }
+        let headerLength = Int(bytes.u8(0) & 0x0f) * 4
+        guard headerLength >= IPv4Packet.minimumHeaderLength, headerLength <= bytes.byteCount else { return nil }
+        // Only a first fragment quotes the transport header.
+        guard bytes.u8(6) & 0x1f == 0, bytes.u8(7) == 0 else { return nil }
+        return QuotedPacket(source: IPv4Address(bytes, at: 12), destination: IPv4Address(bytes, at: 16),
+                            protocol: IPProtocol(rawValue: bytes.u8(9)), transportOffset: headerLength)
     }
 
     public static func isICMPError(type: UInt8) -> Bool {
@@ -215,6 +239,10 @@ public enum IPv4: IPVersion {
             message = .destinationUnreachable(code: ICMPv4UnreachableCode.protocol, nextHopMTU: 0)
         case .reassemblyTimeExceeded:
             message = .timeExceeded(code: ICMPv4TimeExceededCode.reassembly)
+        case .hopLimitExceeded:
+            message = .timeExceeded(code: ICMPv4TimeExceededCode.timeToLive)
+        case .hostUnreachable:
+            message = .destinationUnreachable(code: ICMPv4UnreachableCode.host, nextHopMTU: 0)
         case .parameterProblem(let code, let pointer):
             message = .parameterProblem(code: code, pointer: UInt8(clamping: pointer))
         case .packetTooBig(let mtu):
@@ -263,6 +291,24 @@ public enum IPv6: IPVersion {
 
     public static func isICMPError(type: UInt8) -> Bool { type < 128 }
 
+    public static var udpChecksumRequired: Bool { true }
+
+    public static func quotedPacket(_ bytes: RawSpan) -> QuotedPacket<IPv6>? {
+        guard bytes.byteCount >= IPv6Packet.headerLength, bytes.u8(0) >> 4 == 6 else { return nil }
+        var next = IPProtocol(rawValue: bytes.u8(6))
+        var offset = IPv6Packet.headerLength
+        // Walk what extension headers the quote holds; a non-first fragment
+        // has no transport header to report.
+        while next.isIPv6ExtensionHeader {
+            guard let header = try? IPv6ExtensionHeader(next, bytes.extracting(offset...)) else { return nil }
+            if let fragment = header.fragment, fragment.offset != 0 { return nil }
+            next = header.nextHeader
+            offset += header.length
+        }
+        return QuotedPacket(source: IPv6Address(bytes, at: 8), destination: IPv6Address(bytes, at: 24),
+                            protocol: next, transportOffset: offset)
+    }
+
     public static func solicit(_ target: IPv6Address, unicastTo mac: MACAddress?, in stack: Stack) {
         stack.sendNeighborSolicitation(for: target, unicastTo: mac)
     }
@@ -303,6 +349,10 @@ public enum IPv6: IPVersion {
             message = .parameterProblem(code: ICMPv6ParameterProblemCode.unrecognizedNextHeader, pointer: 6)
         case .reassemblyTimeExceeded:
             message = .timeExceeded(code: ICMPv6TimeExceededCode.reassembly)
+        case .hopLimitExceeded:
+            message = .timeExceeded(code: ICMPv6TimeExceededCode.hopLimit)
+        case .hostUnreachable:
+            message = .destinationUnreachable(code: ICMPv6UnreachableCode.address)
         case .parameterProblem(let code, let pointer):
             message = .parameterProblem(code: code, pointer: UInt32(pointer))
         case .packetTooBig(let mtu):
@@ -316,4 +366,15 @@ public enum IPv6: IPVersion {
         ICMPv6Message.echoReply(identifier: identifier, sequence: sequence)
             .emit(into: &span, body: data, source: source, destination: destination)
     }
+}
+
+/// The packet an ICMP error quotes, as far as the quote lets it be read.
+public struct QuotedPacket<I: IPVersion> {
+    /// Our address (we sent the packet).
+    public var source: I.Address
+    /// The peer's address.
+    public var destination: I.Address
+    public var `protocol`: IPProtocol
+    /// Where the transport header starts in the quote.
+    public var transportOffset: Int
 }

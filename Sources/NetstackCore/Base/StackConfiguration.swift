@@ -23,6 +23,10 @@ public struct StackConfiguration: Sendable {
     public var reassembly = ReassemblyLimits()
     public var icmp = ICMPLimits()
     public var ipv6Startup = IPv6StartupSettings()
+    /// Ports for ephemeral binds (Linux's ip_local_port_range default).
+    public var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
+    /// Bytes a UDP socket may hold queued (Linux's rmem_default).
+    public var udpReceiveBuffer = 212_992
     /// Gratuitous ARP announcements of each IPv4 address on start (RFC 5227
     /// §2.3: two, two seconds apart).
     public var gratuitousARPCount = 2

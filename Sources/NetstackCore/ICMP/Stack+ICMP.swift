@@ -62,10 +62,23 @@ extension Stack {
         if sent { counters.count(.icmpErrorsSent) }
     }
 
-    /// An ICMP error arrived: count it. (Transport layers get to see the
-    /// datagram it quotes once they exist.)
+    /// An ICMP error arrived about a packet we sent: the transport that sent
+    /// it hears of it (RFC 1122 §4.1.3.3 for UDP, RFC 5927 for TCP).
     func receiveICMPError<I: IPVersion>(_ version: I.Type, _ error: ICMPError, quoted: RawSpan) {
         counters.count(.icmpErrorsReceived)
+        guard let packet = I.quotedPacket(quoted), I.layer(of: self).state(of: packet.source) != nil,
+              quoted.byteCount >= packet.transportOffset + 4 else { return }
+        let sourcePort = UInt16(quoted.u8(packet.transportOffset)) << 8 | UInt16(quoted.u8(packet.transportOffset + 1))
+        let destinationPort = UInt16(quoted.u8(packet.transportOffset + 2)) << 8
+            | UInt16(quoted.u8(packet.transportOffset + 3))
+        let local = Endpoint<I>(packet.source, sourcePort)
+        let remote = Endpoint<I>(packet.destination, destinationPort)
+        switch packet.protocol {
+        case .udp:
+            deliverUDPError(I.self, error.socketError, local: local, remote: remote)
+        default:
+            break
+        }
     }
 
     /// Drops datagrams that waited too long for their fragments, and reports
@@ -84,6 +97,18 @@ extension Stack {
                 sendICMPError(I.self, .reassemblyTimeExceeded, quoting: packet, source: key.source, to: key.destination,
                               isAboutICMPError: false)
             }
+        }
+    }
+}
+
+extension ICMPError {
+    /// What a socket reports for this error (Linux's mapping).
+    var socketError: SocketError {
+        switch self {
+        case .portUnreachable, .protocolUnreachable: .connectionRefused
+        case .hostUnreachable, .hopLimitExceeded, .reassemblyTimeExceeded: .hostUnreachable
+        case .packetTooBig: .messageTooLong
+        case .parameterProblem: .protocolError
         }
     }
 }

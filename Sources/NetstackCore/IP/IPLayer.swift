@@ -49,6 +49,7 @@ public final class IPLayer<I: IPVersion> {
     /// On-link prefixes learned from router advertisements, with their expiry.
     var learnedPrefixes: [Subnet<I>: Instant] = [:]
     var neighbors: NeighborTable<I>
+    var udp = UDPTable<I>()
     var reassembler: Reassembler<I>
     var icmpErrors: TokenBucket
     /// The next identification for fragmented (and, for IPv4, all) datagrams.

@@ -73,6 +73,8 @@ extension Stack {
         switch datagram.protocol {
         case I.icmpProtocol:
             I.receiveICMP(datagram, in: self)
+        case .udp:
+            receiveUDP(datagram)
         default:
             counters.drop(.unknownProtocol)
             sendICMPError(I.unknownProtocolError(fieldOffset: datagram.protocolFieldOffset), about: datagram)
@@ -92,11 +94,16 @@ extension Stack {
         case .echoRequest(let identifier, let sequence):
             answerEcho(datagram, identifier: identifier, sequence: sequence, data: icmp.body)
         case .destinationUnreachable(let code, let mtu):
-            let error: ICMPError = code == ICMPv4UnreachableCode.fragmentationNeeded ? .packetTooBig(mtu: Int(mtu))
-                : code == ICMPv4UnreachableCode.port ? .portUnreachable : .protocolUnreachable
+            let error: ICMPError = switch code {
+            case ICMPv4UnreachableCode.port: .portUnreachable
+            case ICMPv4UnreachableCode.protocol: .protocolUnreachable
+            case ICMPv4UnreachableCode.fragmentationNeeded: .packetTooBig(mtu: Int(mtu))
+            default: .hostUnreachable
+            }
             receiveICMPError(IPv4.self, error, quoted: icmp.body)
-        case .timeExceeded:
-            receiveICMPError(IPv4.self, .reassemblyTimeExceeded, quoted: icmp.body)
+        case .timeExceeded(let code):
+            receiveICMPError(IPv4.self, code == ICMPv4TimeExceededCode.reassembly ? .reassemblyTimeExceeded
+                             : .hopLimitExceeded, quoted: icmp.body)
         case .parameterProblem(let code, let pointer):
             receiveICMPError(IPv4.self, .parameterProblem(code: code, pointer: Int(pointer)), quoted: icmp.body)
         case .echoReply, .other:

@@ -203,12 +203,13 @@ extension Stack {
         case .routerAdvertisement(let advertisement):
             receiveRouterAdvertisement(datagram, advertisement, options: body)
         case .destinationUnreachable(let code):
-            receiveICMPError(IPv6.self, code == ICMPv6UnreachableCode.port ? .portUnreachable : .protocolUnreachable,
+            receiveICMPError(IPv6.self, code == ICMPv6UnreachableCode.port ? .portUnreachable : .hostUnreachable,
                              quoted: body)
         case .packetTooBig(let mtu):
             receiveICMPError(IPv6.self, .packetTooBig(mtu: Int(mtu)), quoted: body)
-        case .timeExceeded:
-            receiveICMPError(IPv6.self, .reassemblyTimeExceeded, quoted: body)
+        case .timeExceeded(let code):
+            receiveICMPError(IPv6.self, code == ICMPv6TimeExceededCode.reassembly ? .reassemblyTimeExceeded
+                             : .hopLimitExceeded, quoted: body)
         case .parameterProblem(let code, let pointer):
             receiveICMPError(IPv6.self, .parameterProblem(code: code, pointer: Int(pointer)), quoted: body)
         case .echoReply, .routerSolicitation, .redirect, .other:

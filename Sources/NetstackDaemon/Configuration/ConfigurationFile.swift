@@ -95,6 +95,31 @@ public enum ConfigurationFile {
             if let burst = try limits.int("icmp-error-burst") { configuration.icmpErrorBurst = burst }
             try limits.finish()
         }
+        if var services = try top.section("services") {
+            for kind in BuiltinServiceKind.allCases {
+                guard var section = try services.section(kind.rawValue) else { continue }
+                var setting = ServiceSetting(kind: kind, transports: [.udp])
+                if let port = try section.int("port") {
+                    guard (1...65_535).contains(port) else { throw section.error("port", "\(port) is outside 1...65535") }
+                    setting.port = UInt16(port)
+                }
+                if let names = try section.strings("transports") {
+                    setting.transports = []
+                    for name in names {
+                        guard let transport = TransportKind(rawValue: name) else {
+                            throw section.error("transports", "\"\(name)\" is not one of udp, tcp")
+                        }
+                        guard transport == .udp else {
+                            throw section.error("transports", "tcp services are not available yet")
+                        }
+                        setting.transports.insert(transport)
+                    }
+                }
+                try section.finish()
+                configuration.services.append(setting)
+            }
+            try services.finish()
+        }
         try top.finish()
         try configuration.validate()
         return configuration

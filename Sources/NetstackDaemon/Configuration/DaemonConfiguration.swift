@@ -24,6 +24,8 @@ public struct DaemonConfiguration: Sendable {
     public var neighborEntries = 1024
     public var icmpErrorsPerSecond = 1000
     public var icmpErrorBurst = 50
+    /// The built-in services to run.
+    public var services: [ServiceSetting] = []
 
     public init() {}
 

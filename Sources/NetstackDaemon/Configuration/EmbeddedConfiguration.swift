@@ -43,4 +43,19 @@ neighbor-entries = 1024
 # ICMP errors per second and burst (RFC 4443 §2.4(f)).
 icmp-errors-per-second = 1000
 icmp-error-burst = 50
+
+# Built-in services (RFC 862 echo, RFC 863 discard, RFC 867 daytime, RFC 864
+# chargen), each on its port over the listed transports, on every address of
+# both IP versions. Remove a section to turn the service off.
+[services.echo]
+port = 7
+transports = ["udp"]
+
+[services.discard]
+port = 9
+transports = ["udp"]
+
+[services.daytime]
+port = 13
+transports = ["udp"]
 """

@@ -20,8 +20,8 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     // statistics are used only by the engine thread (inside `run()`), or by
     // other threads strictly before `run()` starts and after it returned (the
     // thread start and join order those accesses). Everything other threads
-    // use at any time is in `mailbox` (a Mutex), `stopping` (an Atomic) and
-    // the wake-up eventfd.
+    // use at any time is `mailbox` (a Mutex and an eventfd), `sockets` (which
+    // only submits to the mailbox) and `stopping` (an Atomic).
 
     /// What the engine drives. Touch it only from work submitted to the engine,
     /// or after `run()` has returned.
@@ -30,21 +30,18 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     private let capture: PcapWriter?
     private let logger: Logger
     private let statisticsInterval: Duration?
-    private let wakeDescriptor: Int32
     private let stopping = Atomic<Bool>(false)
-    /// Work for the engine thread, and whether the loop has ended (after
-    /// which work runs at once on the submitting thread, the stack being
-    /// nobody else's any more).
-    private let mailbox = Mutex<(work: [@Sendable (Stack) -> Void], finished: Bool)>(([], false))
+    private let mailbox: EngineMailbox
+    /// Socket operations, run on this engine's thread.
+    public let sockets: SocketRuntime
     private var receiveBuffer: [UInt8]
     /// Frames handled per batch before the loop looks at timers and output.
     private let batchLimit = 256
 
     public init(stack: Stack, device: consuming Device, capture: PcapWriter? = nil, logger: Logger,
                 statisticsInterval: Duration? = .seconds(10)) throws(TapError) {
-        let wakeDescriptor = ctap_eventfd()
-        guard wakeDescriptor >= 0 else { throw TapError(interface: "engine", operation: .poll, code: -wakeDescriptor) }
-        self.wakeDescriptor = wakeDescriptor
+        mailbox = try EngineMailbox(stack: stack)
+        sockets = SocketRuntime(submit: { [mailbox] work in mailbox.submit(work) })
         self.stack = stack
         self.device = device
         self.capture = capture
@@ -53,22 +50,10 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         receiveBuffer = [UInt8](repeating: 0, count: 65_536 + 64)
     }
 
-    deinit {
-        close(wakeDescriptor)
-    }
-
     /// Runs `work` on the engine thread, with the stack, soon. Once the loop
     /// has ended, runs it right away.
     public func submit(_ work: @escaping @Sendable (Stack) -> Void) {
-        let queued = mailbox.withLock { mailbox -> Bool in
-            if mailbox.finished {
-                work(stack)
-                return false
-            }
-            mailbox.work.append(work)
-            return true
-        }
-        if queued { wake() }
+        mailbox.submit(work)
     }
 
     /// Runs `body` with the stack on the engine thread and returns its result.
@@ -79,33 +64,33 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     }
 
     /// Whether the loop has ended.
-    public var hasFinished: Bool { mailbox.withLock { $0.finished } }
+    public var hasFinished: Bool { mailbox.hasFinished }
 
     /// Asks the loop to end; `run()` returns after its current iteration.
     public func stop() {
         stopping.store(true, ordering: .releasing)
-        wake()
-    }
-
-    private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeDescriptor, &one, 8)
+        mailbox.wake()
     }
 
     /// The loop. Returns when `stop()` was called, or throws on a device error.
     public func run() throws {
-        defer { finish() }
+        defer {
+            // Nothing will wake parked socket operations any more: end them
+            // ("closed"), then run what was submitted meanwhile.
+            sockets.cancelAllWaits()
+            mailbox.finish()
+        }
         var lastStatistics = SystemClock.monotonic()
         var descriptors = [
             pollfd(fd: device.readinessDescriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: mailbox.wakeDescriptor, events: Int16(POLLIN), revents: 0),
         ]
         var pending: [@Sendable (Stack) -> Void] = []
         pending.reserveCapacity(64)
         while !stopping.load(ordering: .acquiring) {
             let now = SystemClock.monotonic()
             var timeout: Int32 = 1000
-            if stack.hasOutput {
+            if stack.hasOutput || stack.hasSocketEvents {
                 timeout = 0
             } else if let deadline = stack.nextDeadline {
                 let milliseconds = (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
@@ -117,15 +102,13 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
                 throw TapError(interface: "engine", operation: .poll, code: errno)
             }
             let current = SystemClock.monotonic()
-            if descriptors[1].revents != 0 {
-                var count: UInt64 = 0
-                _ = read(wakeDescriptor, &count, 8)
-            }
-            mailbox.withLock { swap(&pending, &$0.work) }
+            if descriptors[1].revents != 0 { mailbox.clearWake() }
+            mailbox.take(into: &pending)
             for work in pending { work(stack) }
             pending.removeAll(keepingCapacity: true)
             try receiveBatch(now: current)
             stack.poll(now: current)
+            sockets.deliverEvents(stack)
             try transmit()
             for notice in stack.takeNotices() { logger.info("\(notice)") }
             if let interval = statisticsInterval, current - lastStatistics >= interval {
@@ -135,15 +118,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         }
         try transmit()
         try capture?.flush()
-    }
-
-    /// Marks the loop as ended and runs work that arrived meanwhile.
-    private func finish() {
-        mailbox.withLock { mailbox in
-            mailbox.finished = true
-            for work in mailbox.work { work(stack) }
-            mailbox.work.removeAll()
-        }
     }
 
     private func receiveBatch(now: Instant) throws {
@@ -175,5 +149,65 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     /// `name=value` pairs of every non-zero counter.
     public static func summary(_ counters: Counters) -> String {
         counters.nonZero.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
+    }
+}
+
+/// Work submitted to the engine thread from other threads, and the eventfd
+/// that wakes the loop for it.
+final class EngineMailbox: @unchecked Sendable {
+    // @unchecked: `stack` is used here only under `state`'s lock once the loop
+    // has finished (`finished == true`): the engine thread no longer touches
+    // it then, so work runs at once on the submitting thread, one at a time.
+    private let stack: Stack
+    private let state = Mutex<(work: [@Sendable (Stack) -> Void], finished: Bool)>(([], false))
+    let wakeDescriptor: Int32
+
+    init(stack: Stack) throws(TapError) {
+        let descriptor = ctap_eventfd()
+        guard descriptor >= 0 else { throw TapError(interface: "engine", operation: .poll, code: -descriptor) }
+        wakeDescriptor = descriptor
+        self.stack = stack
+    }
+
+    deinit {
+        close(wakeDescriptor)
+    }
+
+    func submit(_ work: @escaping @Sendable (Stack) -> Void) {
+        let queued = state.withLock { state -> Bool in
+            if state.finished {
+                work(stack)
+                return false
+            }
+            state.work.append(work)
+            return true
+        }
+        if queued { wake() }
+    }
+
+    /// Moves the queued work into `pending` (which must be empty).
+    func take(into pending: inout [@Sendable (Stack) -> Void]) {
+        state.withLock { swap(&pending, &$0.work) }
+    }
+
+    var hasFinished: Bool { state.withLock { $0.finished } }
+
+    /// Marks the loop as ended and runs the work that arrived meanwhile.
+    func finish() {
+        state.withLock { state in
+            state.finished = true
+            for work in state.work { work(stack) }
+            state.work.removeAll()
+        }
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeDescriptor, &one, 8)
+    }
+
+    func clearWake() {
+        var count: UInt64 = 0
+        _ = read(wakeDescriptor, &count, 8)
     }
 }
