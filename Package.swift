@@ -7,6 +7,9 @@ import PackageDescription
 let lifetimes: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 // Release builds specialise generics and inline small accessors across modules.
 let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+// The wire formats and the core are optimised in debug builds too: every test
+// pushes megabytes through them, and unoptimised generic code is ~100x slower.
+let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "swift-netstack",
@@ -33,10 +36,11 @@ let package = Package(
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
         // Libraries, bottom up.
-        .target(name: "NetstackWire", swiftSettings: lifetimes + crossModule),
+        .target(name: "NetstackWire", swiftSettings: lifetimes + crossModule + optimizedInDebug),
         .target(name: "NetstackCore",
-                dependencies: ["NetstackWire", .product(name: "DequeModule", package: "swift-collections")],
-                swiftSettings: lifetimes + crossModule),
+                dependencies: ["NetstackWire", .product(name: "DequeModule", package: "swift-collections"),
+                               .product(name: "HeapModule", package: "swift-collections")],
+                swiftSettings: lifetimes + crossModule + optimizedInDebug),
         .target(name: "NetstackIO",
                 dependencies: ["NetstackWire", "NetstackCore", "CTap", "CPcap",
                                .product(name: "DequeModule", package: "swift-collections"),
@@ -62,8 +66,10 @@ let package = Package(
         // Tests.
         .target(name: "NetstackTestSupport",
                 dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "CTap",
+                               .product(name: "DequeModule", package: "swift-collections"),
+                               .product(name: "HeapModule", package: "swift-collections"),
                                .product(name: "Logging", package: "swift-log")],
-                path: "Tests/NetstackTestSupport", swiftSettings: lifetimes),
+                path: "Tests/NetstackTestSupport", swiftSettings: lifetimes + optimizedInDebug),
         .testTarget(name: "NetstackWireTests",
                     dependencies: ["NetstackWire", "NetstackIO", "NetstackTestSupport",
                                    .product(name: "PropertyBased", package: "swift-property-based")],

@@ -50,6 +50,9 @@ public final class Stack {
     var fragmentScratch: [UInt8] = []
     var notices: [StackNotice] = []
     var nextSocketID: UInt64 = 0
+    /// The key of TCP's keyed hashes (initial sequence numbers, timestamp
+    /// offsets, SYN cookies), drawn at start.
+    let tcpSecret: (UInt64, UInt64)
     /// Sockets with something to report, in order, each once.
     var socketEvents: [SocketID] = []
     var pendingSocketEvents: Set<SocketID> = []
@@ -77,6 +80,7 @@ public final class Stack {
         }
         ipv6 = IPLayer(addresses: v6Addresses, gateway: configuration.ipv6Gateway,
                        configuration: configuration, random: &random, now: now)
+        tcpSecret = (random.next(), random.next())
         self.random = random
         output = FrameOutput(mtu: configuration.mtu)
         announcementsLeft = configuration.ipv4Addresses.isEmpty ? 0 : configuration.gratuitousARPCount
@@ -126,6 +130,8 @@ public final class Stack {
         self.now = now
         pollNeighbors(IPv4.self)
         pollNeighbors(IPv6.self)
+        pollTCP(IPv4.self)
+        pollTCP(IPv6.self)
         expireFragments(IPv4.self)
         expireFragments(IPv6.self)
         pollAnnouncements()
@@ -139,6 +145,8 @@ public final class Stack {
         var deadline = earliest(announcementDeadline, routerSolicitationDeadline)
         deadline = earliest(deadline, ipv4.neighbors.nextDeadline())
         deadline = earliest(deadline, ipv6.neighbors.nextDeadline())
+        deadline = earliest(deadline, nextTCPDeadline(IPv4.self))
+        deadline = earliest(deadline, nextTCPDeadline(IPv6.self))
         deadline = earliest(deadline, ipv4.reassembler.nextDeadline())
         deadline = earliest(deadline, ipv6.reassembler.nextDeadline())
         for address in ipv6.addresses { deadline = earliest(deadline, address.deadline) }

@@ -103,6 +103,11 @@ extension Array where Element == UInt8 {
         }
     }
 
+    /// Runs `body` with the array's bytes as a span.
+    public func withSpan<R, E: Error>(_ body: (RawSpan) throws(E) -> R) throws(E) -> R {
+        try body(span.bytes)
+    }
+
     /// Runs `body` with a mutable span over all of the array's bytes.
     public mutating func withMutableBytes<R>(_ body: (inout MutableRawSpan) throws -> R) rethrows -> R {
         try withMutableBytes(0..<count, body)

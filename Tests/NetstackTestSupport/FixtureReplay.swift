@@ -31,16 +31,21 @@ public struct FixtureReplay {
     /// frames) never arrive: loss.
     public init(fixture: String, configuration: StackConfiguration = Self.replayConfiguration,
                 setUp: (Stack) -> Void = { _ in }, application: (Stack) -> Void = { _ in },
-                dropHostFrame: (Int) -> Bool = { _ in false }) throws {
+                dropHostFrame: (Int) -> Bool = { _ in false }, delayHostFrame: (Int) -> Int = { _ in 0 }) throws {
         let records = try Fixtures.frames(fixture)
         let origin = records.first?.timestamp.totalNanoseconds ?? 0
         let stack = Stack(configuration: configuration, now: .zero, seed: 1)
         setUp(stack)
         var produced: [[UInt8]] = []
         var hostIndex = 0
+        var rewriter = TCPRewriter()
+        /// Host frames held back: (frames still to wait, the frame).
+        var delayed: [(wait: Int, frame: [UInt8])] = []
         func collect() {
             stack.transmit { bytes in
-                produced.append(Array(bytes))
+                let frame = Array(bytes)
+                rewriter.learn(produced: frame)
+                produced.append(frame)
                 return true
             }
         }
@@ -53,13 +58,32 @@ public struct FixtureReplay {
             }
             let source = record.bytes.withSpan { (try? EthernetFrame($0))?.source }
             if source == Fixtures.stackMAC {
+                rewriter.learn(expected: record.bytes)
                 expected.append(record.bytes)
                 continue
             }
             defer { hostIndex += 1 }
             if dropHostFrame(hostIndex) { continue }
-            record.bytes.withSpan { stack.receive(frame: $0, now: now) }
-            stack.poll(now: now)
+            var due: [[UInt8]] = []
+            let delay = delayHostFrame(hostIndex)
+            if delay > 0 {
+                delayed.append((delay, record.bytes))
+            } else {
+                due.append(record.bytes)
+            }
+            for index in delayed.indices.reversed() {
+                delayed[index].wait -= 1
+                if delayed[index].wait < 0 { due.append(delayed.remove(at: index).frame) }
+            }
+            for frame in due {
+                rewriter.translate(frame).withSpan { stack.receive(frame: $0, now: now) }
+                stack.poll(now: now)
+                application(stack)
+                collect()
+            }
+        }
+        for (_, frame) in delayed {
+            rewriter.translate(frame).withSpan { stack.receive(frame: $0, now: stack.nextDeadline ?? .zero) }
             application(stack)
             collect()
         }
@@ -214,4 +238,209 @@ public final class DirectUDPEcho {
             echoed += 1
         }
     }
+}
+
+/// TCP echo (port 7) and discard (port 9) on both versions, driving a stack
+/// directly: accept everything, echo or drop what arrives, and close after
+/// the peer has (a fast application: it runs after every frame). Like the
+/// discard server recorded in the captures, discard shuts down its sending
+/// side at once.
+public final class DirectTCPServices {
+    private var listeners: [(id: SocketID, v6: Bool)] = []
+    private var connections: [(id: SocketID, v6: Bool, echo: Bool, closed: Bool)] = []
+    public private(set) var received: [UInt8] = []
+    public private(set) var accepted = 0
+
+    public init() {}
+
+    public func setUp(_ stack: Stack) {
+        for port: UInt16 in [7, 9] {
+            let v4 = stack.tcpOpen(IPv4.self)
+            try! stack.tcpBind(IPv4.self, v4, to: .any(port: port))
+            try! stack.tcpListen(IPv4.self, v4, backlog: 16)
+            let v6 = stack.tcpOpen(IPv6.self)
+            try! stack.tcpBind(IPv6.self, v6, to: .any(port: port))
+            try! stack.tcpListen(IPv6.self, v6, backlog: 16)
+            listeners += [(v4, false), (v6, true)]
+        }
+    }
+
+    public func run(_ stack: Stack) {
+        for listener in listeners {
+            while let id = listener.v6 ? try? stack.tcpAccept(IPv6.self, listener.id)
+                    : try? stack.tcpAccept(IPv4.self, listener.id) {
+                let port = listener.v6 ? (try? stack.tcpLocalEndpoint(IPv6.self, id))??.port
+                    : (try? stack.tcpLocalEndpoint(IPv4.self, id))??.port
+                connections.append((id, listener.v6, port == 7, false))
+                accepted += 1
+                if port == 9 {
+                    if listener.v6 {
+                        try? stack.tcpShutdown(IPv6.self, id, read: false, write: true)
+                    } else {
+                        try? stack.tcpShutdown(IPv4.self, id, read: false, write: true)
+                    }
+                }
+            }
+        }
+        for index in connections.indices where !connections[index].closed {
+            let connection = connections[index]
+            connections[index].closed = connection.v6 ? serve(IPv6.self, connection.id, echo: connection.echo, stack)
+                : serve(IPv4.self, connection.id, echo: connection.echo, stack)
+        }
+    }
+
+    /// Reads what is there, echoes it; returns true once closed.
+    private func serve<I: IPVersion>(_ version: I.Type, _ id: SocketID, echo: Bool, _ stack: Stack) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let result: Int?? = buffer.withUnsafeMutableBytes { try? stack.tcpReceive(I.self, id, into: $0) }
+            guard let outcome = result else {
+                // An error (reset): the connection is gone.
+                stack.tcpClose(I.self, id)
+                return true
+            }
+            guard let count = outcome else { return false }
+            if count == 0 {
+                try? stack.tcpShutdown(I.self, id, read: false, write: true)
+                stack.tcpClose(I.self, id)
+                return true
+            }
+            received += buffer[0..<count]
+            if echo {
+                var offset = 0
+                while offset < count {
+                    let chunk = Array(buffer[offset..<count])
+                    guard let sent = try? stack.tcpSend(I.self, id, chunk.span.bytes), sent > 0 else { break }
+                    offset += sent
+                }
+            }
+        }
+    }
+}
+
+/// Moves the host's TCP segments from the recorded kernel's sequence space to
+/// our stack's: acknowledgment numbers, SACK blocks and echoed timestamps are
+/// rebased from the kernel's initial sequence number and first TSval to ours.
+struct TCPRewriter {
+    struct Flow: Hashable { var stackPort: UInt16; var hostPort: UInt16 }
+    struct Origin { var sequence: UInt32; var timestamp: UInt32? }
+    private var kernel: [Flow: Origin] = [:]
+    private var ours: [Flow: Origin] = [:]
+
+    mutating func learn(expected frame: [UInt8]) { learn(frame, into: &kernel) }
+    mutating func learn(produced frame: [UInt8]) { learn(frame, into: &ours) }
+
+    private func learn(_ frame: [UInt8], into table: inout [Flow: Origin]) {
+        guard let d = try? frame.withSpan({ try Dissection($0) }), case .tcp(let tcp) = d.transport,
+              tcp.flags.contains(.syn) else { return }
+        var timestamp: UInt32?
+        try? TCPOption.forEach(in: tcp.options.array.span.bytes) { option in
+            if case .timestamps(let value, _) = option { timestamp = value }
+        }
+        table[Flow(stackPort: tcp.sourcePort, hostPort: tcp.destinationPort)] =
+            Origin(sequence: tcp.sequenceNumber, timestamp: timestamp)
+    }
+
+    func translate(_ frame: [UInt8]) -> [UInt8] {
+        guard var d = try? frame.withSpan({ try Dissection($0) }), case .tcp(var tcp) = d.transport,
+              tcp.flags.contains(.ack) else { return frame }
+        let flow = Flow(stackPort: tcp.destinationPort, hostPort: tcp.sourcePort)
+        guard let from = kernel[flow], let to = ours[flow] else { return frame }
+        let shift = to.sequence &- from.sequence
+        tcp.acknowledgmentNumber &+= shift
+        var options = OptionBytes()
+        try? TCPOption.forEach(in: tcp.options.array.span.bytes) { option in
+            switch option {
+            case .sack(let blocks):
+                var moved = SACKBlocks()
+                for i in 0..<blocks.count { moved.append(left: blocks[i].left &+ shift, right: blocks[i].right &+ shift) }
+                options.append(.sack(moved))
+            case .timestamps(let value, let echo) where from.timestamp != nil && to.timestamp != nil && echo != 0:
+                options.append(.timestamps(value: value, echoReply: echo &- from.timestamp! &+ to.timestamp!))
+            default:
+                options.append(option)
+            }
+        }
+        while options.count < tcp.options.count { options.append(TCPOption.endOfList) }
+        tcp.options = options
+        d.transport = .tcp(tcp)
+        return frame.withSpan { d.emit(payload: $0.extracting(d.payload)) }
+    }
+}
+
+/// What the stack side did on each TCP connection of a capture, independent
+/// of application timing: the handshake as sent, the data bytes sent, how far
+/// it acknowledged, whether and where it sent a FIN, and resets.
+public struct TCPTranscript: Hashable, CustomStringConvertible {
+    public var handshake: [String] = []
+    public var data: [UInt8] = []
+    public var highestAcknowledgment: UInt32 = 0
+    public var fin: UInt32?
+    public var resets: [String] = []
+    public var segments = 0
+    /// Windows advertised, scaled, after the handshake.
+    public var windows: [Int] = []
+
+    /// The stack side's transcript of `frames` (from the stack's MAC).
+    public static func of(_ frames: [[UInt8]]) -> [String: TCPTranscript] {
+        var transcripts: [String: TCPTranscript] = [:]
+        var origins: [String: (sequence: UInt32, peer: UInt32, shift: Int)] = [:]
+        var pieces: [String: [UInt32: [UInt8]]] = [:]
+        for frame in frames {
+            guard let d = try? frame.withSpan({ try Dissection($0) }), case .tcp(let tcp) = d.transport else { continue }
+            let key = "\(tcp.sourcePort)>\(tcp.destinationPort)"
+            var transcript = transcripts[key] ?? TCPTranscript()
+            transcript.segments += 1
+            var shift = 0
+            try? TCPOption.forEach(in: tcp.options.array.span.bytes) { if case .windowScale(let s) = $0 { shift = Int(s) } }
+            if tcp.flags.contains(.rst) {
+                let base = origins[key]
+                transcript.resets.append("[\(tcp.flags)] seq \(tcp.sequenceNumber &- (base?.sequence ?? 0)) "
+                                         + "ack \(tcp.acknowledgmentNumber &- (base?.peer ?? 0))")
+            } else if tcp.flags.contains(.syn) {
+                origins[key] = (tcp.sequenceNumber, tcp.acknowledgmentNumber &- 1, shift)
+                var kinds: [String] = []
+                try? TCPOption.forEach(in: tcp.options.array.span.bytes) { option in
+                    switch option {
+                    case .maximumSegmentSize(let mss): kinds.append("mss \(mss)")
+                    case .sackPermitted: kinds.append("sackOK")
+                    case .timestamps(_, let echo): kinds.append(echo == 0 ? "TS" : "TS+echo")
+                    case .windowScale: kinds.append("wscale")
+                    default: break
+                    }
+                }
+                transcript.handshake.append("[\(tcp.flags)] \(kinds.joined(separator: ","))")
+            }
+            if let origin = origins[key], !tcp.flags.contains(.rst) {
+                let relative = tcp.sequenceNumber &- origin.sequence
+                let payload = Array(frame[d.payload])
+                if !payload.isEmpty { pieces[key, default: [:]][relative] = payload }
+                if tcp.flags.contains(.ack) {
+                    transcript.highestAcknowledgment = max(transcript.highestAcknowledgment,
+                                                           tcp.acknowledgmentNumber &- origin.peer)
+                }
+                if tcp.flags.contains(.fin) { transcript.fin = relative + UInt32(payload.count) }
+                if !tcp.flags.contains(.syn) { transcript.windows.append(Int(tcp.window) << origin.shift) }
+            }
+            transcripts[key] = transcript
+        }
+        for (key, byOffset) in pieces {
+            var bytes: [UInt8] = []
+            for (offset, payload) in byOffset.sorted(by: { $0.key < $1.key }) {
+                let start = Int(offset) - 1
+                if start + payload.count > bytes.count {
+                    bytes += payload.suffix(start + payload.count - bytes.count)
+                }
+            }
+            transcripts[key]?.data = bytes
+        }
+        return transcripts
+    }
+
+    /// Everything but the windows, which depend on buffer sizes.
+    public var essentials: String {
+        "handshake \(handshake) data \(data.count)B acked \(highestAcknowledgment) fin \(fin.map(String.init) ?? "-") resets \(resets)"
+    }
+
+    public var description: String { essentials }
 }

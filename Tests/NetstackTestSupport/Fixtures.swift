@@ -33,10 +33,3 @@ public enum Fixtures {
     public static let hostMAC = MACAddress(0x02, 0, 0, 0, 0, 0x64)
     public static let stackMAC = MACAddress(0x02, 0, 0, 0, 0, 0x01)
 }
-
-extension Array where Element == UInt8 {
-    /// Runs `body` over the array's bytes as a span.
-    public func withSpan<R, E: Error>(_ body: (RawSpan) throws(E) -> R) throws(E) -> R {
-        try body(span.bytes)
-    }
-}

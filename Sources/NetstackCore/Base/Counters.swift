@@ -130,6 +130,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case neighborSolicitationsAnswered, neighborSolicitationsSent, routerAdvertisementsReceived
     case udpDatagramsReceived, udpDatagramsSent
     case tcpSegmentsReceived, tcpSegmentsSent, tcpRetransmissions, tcpResetsSent
+    case tcpTimeouts, tcpFastRecoveries, tcpConnectionsOpened, tcpConnectionsAccepted
 
     public var description: String {
         switch self {
@@ -157,6 +158,10 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpSegmentsSent: "tcp.sent"
         case .tcpRetransmissions: "tcp.retransmissions"
         case .tcpResetsSent: "tcp.resetsSent"
+        case .tcpTimeouts: "tcp.timeouts"
+        case .tcpFastRecoveries: "tcp.fastRecoveries"
+        case .tcpConnectionsOpened: "tcp.activeOpens"
+        case .tcpConnectionsAccepted: "tcp.passiveOpens"
         }
     }
 }

@@ -16,12 +16,15 @@ public protocol IPAddress: Hashable, Comparable, Sendable, CustomStringConvertib
     var isLinkScopeMulticast: Bool { get }
     /// The address with all bits after the first `prefixLength` cleared.
     func masked(to prefixLength: Int) -> Self
+    /// The address as two 64-bit words (IPv4 in the low one), for keyed hashes.
+    var words: (high: UInt64, low: UInt64) { get }
 }
 
 extension IPv4Address: IPAddress {
     public static var bitWidth: Int { 32 }
     public static var unspecified: IPv4Address { .any }
     public var isLinkScopeMulticast: Bool { rawValue >> 8 == 0xe0_0000 }
+    public var words: (high: UInt64, low: UInt64) { (0, UInt64(rawValue)) }
 
     public func masked(to prefixLength: Int) -> IPv4Address {
         guard prefixLength < 32 else { return self }
@@ -33,6 +36,7 @@ extension IPv4Address: IPAddress {
 extension IPv6Address: IPAddress {
     public static var bitWidth: Int { 128 }
     public var isLinkScopeMulticast: Bool { isMulticast && multicastScope == 2 }
+    public var words: (high: UInt64, low: UInt64) { (high, low) }
 
     public func masked(to prefixLength: Int) -> IPv6Address {
         func mask(_ bits: Int) -> UInt64 {

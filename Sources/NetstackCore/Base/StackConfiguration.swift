@@ -27,6 +27,7 @@ public struct StackConfiguration: Sendable {
     public var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
     /// Bytes a UDP socket may hold queued (Linux's rmem_default).
     public var udpReceiveBuffer = 212_992
+    public var tcp = TCPSettings()
     /// Gratuitous ARP announcements of each IPv4 address on start (RFC 5227
     /// §2.3: two, two seconds apart).
     public var gratuitousARPCount = 2
@@ -100,4 +101,52 @@ public struct IPv6StartupSettings: Sendable {
     /// Router solicitations sent on start (RFC 4861 §10 MAX_RTR_SOLICITATIONS).
     public var routerSolicitations = 3
     public var routerSolicitationInterval: Duration = .seconds(4)
+}
+
+/// TCP's knobs, with Linux's defaults where Linux has one.
+public struct TCPSettings: Sendable {
+    /// Bytes a connection buffers for sending and receiving. The receive
+    /// buffer is the most the stack advertises.
+    public var sendBuffer = 256 * 1024
+    public var receiveBuffer = 256 * 1024
+    /// The largest buffer a socket may ask for (window scale 7 covers 8 MiB).
+    public var maximumBuffer = 8 << 20
+    public var congestionControl: CongestionAlgorithm = .cubic
+    /// RFC 6298 bounds. The RFC's minimum is 1 s; Linux uses 200 ms, as here.
+    public var initialRTO: Duration = .seconds(1)
+    public var minimumRTO: Duration = .milliseconds(200)
+    public var maximumRTO: Duration = .seconds(60)
+    /// Delayed acknowledgments wait at most this (Linux's 40 ms; RFC 9293
+    /// §3.8.6.3 allows up to 500 ms).
+    public var delayedAckTimeout: Duration = .milliseconds(40)
+    /// TIME-WAIT lasts 2·MSL (Linux: 60 s, an MSL of 30 s).
+    public var timeWait: Duration = .seconds(60)
+    /// An orphaned connection (closed by its application) waits this long in
+    /// FIN-WAIT-2 for the peer's FIN (Linux's tcp_fin_timeout).
+    public var finWait2Timeout: Duration = .seconds(60)
+    /// SYN and SYN-ACK retransmissions before giving up (tcp_syn_retries,
+    /// tcp_synack_retries).
+    public var synRetries = 6
+    public var synAckRetries = 5
+    /// Retransmissions of data before the connection is aborted (tcp_retries2).
+    public var maximumRetransmissions = 15
+    /// Keepalive (when a socket turns it on): idle time, probe interval, probes.
+    public var keepaliveIdle: Duration = .seconds(7200)
+    public var keepaliveInterval: Duration = .seconds(75)
+    public var keepaliveProbes = 9
+    /// Half-open connections per listener before SYN cookies (or drops).
+    public var synQueueLimit = 256
+    /// The largest listen backlog (somaxconn).
+    public var maximumBacklog = 4096
+    /// Answer SYNs with cookies when the SYN queue is full (RFC 4987 §3.6).
+    public var synCookies = true
+    /// Disjoint out-of-order ranges kept per connection; more are dropped.
+    public var outOfOrderRanges = 64
+    /// Connections in TIME-WAIT at most; beyond, connections close at once.
+    public var timeWaitLimit = 16_384
+    public var timestamps = true
+    public var selectiveAcknowledgments = true
+    public var windowScaling = true
+
+    public init() {}
 }

@@ -76,6 +76,9 @@ extension Stack {
         switch packet.protocol {
         case .udp:
             deliverUDPError(I.self, error.socketError, local: local, remote: remote)
+        case .tcp where quoted.byteCount >= packet.transportOffset + 8:
+            let sequence = (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(quoted.u8(packet.transportOffset + 4 + $1)) }
+            deliverTCPError(I.self, error, local: local, remote: remote, sequence: SequenceNumber(sequence))
         default:
             break
         }

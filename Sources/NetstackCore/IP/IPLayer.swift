@@ -50,6 +50,7 @@ public final class IPLayer<I: IPVersion> {
     var learnedPrefixes: [Subnet<I>: Instant] = [:]
     var neighbors: NeighborTable<I>
     var udp = UDPTable<I>()
+    var tcp = TCPTable<I>()
     var reassembler: Reassembler<I>
     var icmpErrors: TokenBucket
     /// The next identification for fragmented (and, for IPv4, all) datagrams.

@@ -271,12 +271,6 @@ struct Reassembler<I: IPVersion> {
     }
 }
 
-extension Array where Element == UInt8 {
-    func withSpan<R>(_ body: (RawSpan) throws -> R) rethrows -> R {
-        try body(span.bytes)
-    }
-}
-
 extension RawSpan {
     /// One byte (bounds-checked).
     func u8(_ offset: Int) -> UInt8 {

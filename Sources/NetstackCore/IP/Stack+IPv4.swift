@@ -75,6 +75,8 @@ extension Stack {
             I.receiveICMP(datagram, in: self)
         case .udp:
             receiveUDP(datagram)
+        case .tcp:
+            receiveTCP(datagram)
         default:
             counters.drop(.unknownProtocol)
             sendICMPError(I.unknownProtocolError(fieldOffset: datagram.protocolFieldOffset), about: datagram)

@@ -1,0 +1,165 @@
+/// A ring of bytes for one direction of a TCP connection, addressed by offset
+/// from its start (the oldest byte it holds).
+///
+/// The send side appends what the application writes and drops what the peer
+/// acknowledged. The receive side also writes out of order (a segment beyond a
+/// hole lands at its offset), which is why writes take an offset: the ring's
+/// capacity is the receive window, so anything the peer may send fits.
+struct ByteRing {
+    private var storage: [UInt8]
+    /// Where offset 0 is in `storage`.
+    private var head = 0
+    /// Bytes from offset 0 that are present (contiguous).
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        storage = [UInt8](repeating: 0, count: capacity)
+    }
+
+    var capacity: Int { storage.count }
+    var free: Int { storage.count - count }
+    var isEmpty: Bool { count == 0 }
+
+    /// Copies `bytes` to `offset` (which may be past `count`: out of order).
+    /// Writes beyond the capacity are cut off. Returns the bytes written.
+    @discardableResult
+    mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {
+        let length = max(0, min(bytes.count, storage.count - offset))
+        guard length > 0, let source = bytes.baseAddress else { return 0 }
+        let capacity = storage.count
+        storage.withUnsafeMutableBytes { ring in
+            let start = (head + offset) % capacity
+            let first = min(length, capacity - start)
+            (ring.baseAddress! + start).copyMemory(from: source, byteCount: first)
+            if first < length {
+                ring.baseAddress!.copyMemory(from: source + first, byteCount: length - first)
+            }
+        }
+        return length
+    }
+
+    /// Appends at the end of the contiguous bytes; returns how many fit.
+    @discardableResult
+    mutating func append(_ bytes: UnsafeRawBufferPointer) -> Int {
+        let written = write(bytes, at: count)
+        count += written
+        return written
+    }
+
+    /// Marks `length` more bytes after `count` as present (written out of
+    /// order earlier, now contiguous).
+    mutating func extend(by length: Int) {
+        count = min(storage.count, count + length)
+    }
+
+    /// Drops `length` bytes from the start. The head only moves forward:
+    /// out-of-order data beyond `count` sits at positions relative to it.
+    mutating func removeFirst(_ length: Int) {
+        let length = min(length, count)
+        guard length > 0 else { return }
+        head = (head + length) % storage.count
+        count -= length
+    }
+
+    /// Calls `body` with the bytes at `range` (offsets from the start), in at
+    /// most two pieces (the ring may wrap).
+    func withBytes(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Void) {
+        guard !range.isEmpty else { return }
+        let capacity = storage.count
+        storage.withUnsafeBytes { ring in
+            let start = (head + range.lowerBound) % capacity
+            let first = min(range.count, capacity - start)
+            body(UnsafeRawBufferPointer(rebasing: ring[start..<(start + first)]))
+            if first < range.count {
+                body(UnsafeRawBufferPointer(rebasing: ring[0..<(range.count - first)]))
+            }
+        }
+    }
+
+    /// Copies the bytes at `range` into `destination` (which must be big enough).
+    func copy(_ range: Range<Int>, into destination: UnsafeMutableRawBufferPointer) {
+        var written = 0
+        withBytes(range) { piece in
+            (destination.baseAddress! + written).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
+            written += piece.count
+        }
+    }
+
+    /// Changes the capacity, keeping the contiguous bytes (not for a receive
+    /// ring holding out-of-order data).
+    mutating func resize(_ capacity: Int) {
+        let keep = min(count, capacity)
+        var fresh = [UInt8](repeating: 0, count: capacity)
+        fresh.withUnsafeMutableBytes { copy(0..<keep, into: $0) }
+        storage = fresh
+        head = 0
+        count = keep
+    }
+}
+
+/// Disjoint, sorted ranges of sequence offsets (relative to some base), with
+/// a cap on how many: the out-of-order data a receiver holds, or the SACKed
+/// data a sender knows of.
+struct RangeList {
+    private(set) var ranges: [Range<Int>] = []
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    var isEmpty: Bool { ranges.isEmpty }
+    var first: Range<Int>? { ranges.first }
+    var last: Range<Int>? { ranges.last }
+
+    /// Adds `range`, merging with touching or overlapping ones. Returns false
+    /// (and adds nothing) when that would exceed the limit of ranges.
+    @discardableResult
+    mutating func insert(_ range: Range<Int>) -> Bool {
+        guard !range.isEmpty else { return true }
+        var low = range.lowerBound
+        var high = range.upperBound
+        var index = 0
+        while index < ranges.count, ranges[index].upperBound < low { index += 1 }
+        var end = index
+        while end < ranges.count, ranges[end].lowerBound <= high {
+            low = min(low, ranges[end].lowerBound)
+            high = max(high, ranges[end].upperBound)
+            end += 1
+        }
+        if end == index && ranges.count >= limit { return false }
+        ranges.replaceSubrange(index..<end, with: [low..<high])
+        return true
+    }
+
+    /// Moves the base forward by `amount`: every offset drops by it, and what
+    /// falls below zero goes.
+    mutating func rebase(by amount: Int) {
+        guard amount != 0, !ranges.isEmpty else { return }
+        var kept = 0
+        for index in ranges.indices {
+            let low = ranges[index].lowerBound - amount
+            let high = ranges[index].upperBound - amount
+            guard high > 0 else { continue }
+            ranges[kept] = max(low, 0)..<high
+            kept += 1
+        }
+        ranges.removeLast(ranges.count - kept)
+    }
+
+    /// Removes and returns a range starting at offset 0, if there is one.
+    mutating func removeLeading() -> Range<Int>? {
+        guard let first = ranges.first, first.lowerBound == 0 else { return nil }
+        ranges.removeFirst()
+        return first
+    }
+
+    func contains(_ offset: Int) -> Bool {
+        ranges.contains { $0.contains(offset) }
+    }
+
+    /// Bytes covered.
+    var total: Int { ranges.reduce(0) { $0 + $1.count } }
+
+    mutating func removeAll() { ranges.removeAll(keepingCapacity: true) }
+}

@@ -1,0 +1,695 @@
+import NetstackWire
+
+extension Stack {
+    /// TCP input: verify, find the connection (or listener), and run RFC 9293
+    /// §3.10.7's "SEGMENT ARRIVES".
+    func receiveTCP<I: IPVersion>(_ datagram: IPDatagram<I>) {
+        let segment: TCPSegment
+        let options: TCPSegmentOptions
+        do {
+            segment = try TCPSegment(datagram.payload)
+            var checksum = I.pseudoHeader(source: datagram.source, destination: datagram.destination, protocol: .tcp,
+                                          length: segment.bytes.byteCount)
+            checksum.add(segment.bytes)
+            guard checksum.value == 0 else { return counters.drop(WireError(.tcp, .badChecksum)) }
+            options = try TCPSegmentOptions(segment)
+        } catch {
+            return counters.drop(error)
+        }
+        // RFC 1122 §4.2.3.10: nothing to or from a group address.
+        guard datagram.isUnicast, !datagram.source.isUnspecified else { return counters.drop(.tcpRejected) }
+        counters.count(.tcpSegmentsReceived)
+        let incoming = IncomingSegment(
+            sequence: SequenceNumber(segment.sequenceNumber), acknowledgment: SequenceNumber(segment.acknowledgmentNumber),
+            flags: segment.flags, window: segment.window, options: options, payload: segment.payload)
+        let tuple = FourTuple(local: Endpoint<I>(datagram.destination, segment.destinationPort),
+                              remote: Endpoint<I>(datagram.source, segment.sourcePort))
+        let layer = I.layer(of: self)
+        if let connection = layer.tcp.connections[tuple] {
+            segmentArrives(connection, incoming)
+            if connection.state != .closed {
+                tcpOutput(connection)
+                schedule(connection)
+            }
+            return
+        }
+        if let listener = layer.tcp.listener(for: tuple.local) {
+            listenerReceives(listener, incoming, tuple)
+            return
+        }
+        counters.drop(.tcpNoSocket)
+        sendReset(I.self, answering: incoming, tuple)
+    }
+
+    /// RFC 9293 §3.10.7.1: a segment for no connection is answered by a reset
+    /// that the sender will accept (never a reset for a reset).
+    func sendReset<I: IPVersion>(_ version: I.Type, answering segment: IncomingSegment, _ tuple: FourTuple<I>) {
+        guard !segment.hasRST else { return }
+        if segment.hasACK {
+            sendBareSegment(I.self, tuple, sequence: segment.acknowledgment, acknowledgment: SequenceNumber(0),
+                            flags: .rst)
+        } else {
+            sendBareSegment(I.self, tuple, sequence: SequenceNumber(0),
+                            acknowledgment: segment.sequence + segment.length, flags: [.rst, .ack])
+        }
+        counters.count(.tcpResetsSent)
+    }
+
+    // MARK: LISTEN (RFC 9293 §3.10.7.2)
+
+    private func listenerReceives<I: IPVersion>(_ listener: TCPListener<I>, _ segment: IncomingSegment,
+                                                _ tuple: FourTuple<I>) {
+        if segment.hasRST { return }
+        if segment.hasACK {
+            // Only a SYN cookie's completing ACK is welcome here.
+            if !segment.hasSYN, configuration.tcp.synCookies,
+               let connection = acceptCookie(listener, segment, tuple) {
+                segmentArrives(connection, segment)
+                if connection.state != .closed {
+                    tcpOutput(connection)
+                    schedule(connection)
+                }
+                return
+            }
+            counters.drop(.tcpNoSocket)
+            return sendReset(I.self, answering: segment, tuple)
+        }
+        guard segment.hasSYN else { return counters.drop(.tcpRejected) }
+        guard listener.acceptQueue.count < listener.backlog else { return counters.drop(.tcpListenOverflow) }
+        guard listener.halfOpen < configuration.tcp.synQueueLimit else {
+            guard configuration.tcp.synCookies else { return counters.drop(.tcpListenOverflow) }
+            return sendCookie(listener, segment, tuple)
+        }
+        let connection = makeConnection(I.self, id: makeSocketID(), state: .synReceived, local: tuple.local,
+                                        remote: tuple.remote, options: listener.options)
+        connection.parent = listener.id
+        acceptSYN(connection, segment)
+        listener.halfOpen += 1
+        let layer = I.layer(of: self)
+        layer.tcp.entries[connection.id] = .connection(connection)
+        layer.tcp.connections[tuple] = connection
+        tcpOutput(connection)
+        schedule(connection)
+    }
+
+    /// Takes the peer's initial sequence number and options from its SYN
+    /// (RFC 9293 §3.7.1, RFC 7323 §2.2 and §3.2, RFC 2018 §2).
+    func acceptSYN<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        connection.initialReceiveSequence = segment.sequence
+        connection.receiveNext = segment.sequence + 1
+        connection.lastAcknowledgmentSent = connection.receiveNext
+        let options = segment.options
+        // Without an MSS option: 536 bytes (IPv4) or 1220 (IPv6).
+        let peerMSS = Int(options.maximumSegmentSize ?? UInt16(I.minimumMTU == 68 ? 536 : 1220))
+        if let shift = options.windowScale, connection.receiveWindowShift > 0 {
+            connection.sendWindowShift = min(shift, 14)
+        } else {
+            connection.sendWindowShift = 0
+            connection.receiveWindowShift = 0
+        }
+        connection.sackPermitted = connection.sackPermitted && options.sackPermitted
+        if let timestamp = options.timestamp, connection.timestampsEnabled {
+            connection.recentTimestamp = timestamp.value
+            connection.recentTimestampTime = now
+        } else {
+            connection.timestampsEnabled = false
+        }
+        setSendMSS(connection, peerMSS: peerMSS)
+        // The window of a SYN is never scaled (RFC 7323 §2.2).
+        connection.sendWindow = Int(segment.window)
+        connection.maximumSendWindow = connection.sendWindow
+        connection.sendWindowUpdateSequence = segment.sequence
+    }
+
+    /// The payload of one segment: the smaller MSS less the options every
+    /// segment carries (RFC 9293 §3.7.1); 1448 with timestamps on Ethernet.
+    func setSendMSS<I: IPVersion>(_ connection: TCPConnection<I>, peerMSS: Int) {
+        let ours = maximumSegmentSize(I.self)
+        let optionBytes = connection.timestampsEnabled ? 12 : 0
+        connection.sendMSS = max(64, min(ours, peerMSS) - optionBytes)
+        connection.congestion = CongestionControl(configuration.tcp.congestionControl, mss: connection.sendMSS)
+    }
+
+    // MARK: SYN-SENT (RFC 9293 §3.10.7.3)
+
+    private func synSentArrives<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        var acceptableACK = false
+        if segment.hasACK {
+            let ack = segment.acknowledgment
+            guard ack - connection.initialSendSequence > 0, connection.sendNext - ack >= 0 else {
+                if !segment.hasRST {
+                    sendBareSegment(I.self, FourTuple(local: connection.local, remote: connection.remote),
+                                    sequence: ack, acknowledgment: SequenceNumber(0), flags: .rst)
+                }
+                return counters.drop(.tcpRejected)
+            }
+            acceptableACK = true
+        }
+        if segment.hasRST {
+            if acceptableACK {
+                connection.error = .connectionRefused
+                destroy(connection)
+            }
+            return
+        }
+        guard segment.hasSYN else { return counters.drop(.tcpRejected) }
+        acceptSYN(connection, segment)
+        if acceptableACK {
+            connection.sendUnacknowledged = segment.acknowledgment
+            if connection.retransmissions == 0 {
+                connection.rtt.sample(now - connection.lastSent)
+            }
+            establish(connection, segment: segment)
+            connection.acknowledgeNow = true
+        } else {
+            // Simultaneous open (RFC 9293 §3.5, figure 7): answer with SYN-ACK.
+            connection.state = .synReceived
+            connection.sendNext = connection.initialSendSequence
+        }
+    }
+
+    /// The handshake is complete: ESTABLISHED, buffers, and the waiting
+    /// application (or listener) is told.
+    private func establish<I: IPVersion>(_ connection: TCPConnection<I>, segment: IncomingSegment) {
+        let layer = I.layer(of: self)
+        let wasHalfOpen = connection.state == .synReceived
+        connection.state = .established
+        // A SYN's window is never scaled (RFC 7323 §2.2).
+        connection.sendWindow = Int(segment.window) << (segment.hasSYN ? 0 : connection.sendWindowShift)
+        connection.maximumSendWindow = max(connection.maximumSendWindow, connection.sendWindow)
+        connection.sendWindowUpdateSequence = segment.sequence
+        connection.sendWindowUpdateAcknowledgment = segment.acknowledgment
+        connection.retransmissions = 0
+        connection.retransmitDeadline = nil
+        connection.unacknowledgedSince = nil
+        if connection.sendBuffer.capacity == 0 || connection.receiveBuffer.capacity == 0 {
+            let options = connection.parent.flatMap { layer.tcp.listener($0)?.options }
+                ?? TCPSocketOptions(configuration.tcp)
+            connection.allocateBuffers(send: options.sendBuffer, receive: options.receiveBuffer)
+        }
+        if connection.keepalive { connection.keepaliveDeadline = now + configuration.tcp.keepaliveIdle }
+        if let parent = connection.parent, let listener = layer.tcp.listener(parent) {
+            if wasHalfOpen { listener.halfOpen -= 1 }
+            listener.acceptQueue.append(connection.id)
+            signal(listener.id)
+        }
+        signal(connection.id)
+    }
+
+    // MARK: Synchronized states and SYN-RECEIVED (RFC 9293 §3.10.7.4)
+
+    func segmentArrives<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        connection.lastReceived = now
+        if connection.keepalive && connection.state == .established {
+            connection.keepaliveProbes = 0
+            connection.keepaliveDeadline = now + configuration.tcp.keepaliveIdle
+        }
+        switch connection.state {
+        case .closed, .listen:
+            return
+        case .synSent:
+            return synSentArrives(connection, segment)
+        case .synReceived where segment.hasSYN && segment.sequence == connection.initialReceiveSequence:
+            if segment.hasACK && acknowledgesOurSYN(connection, segment) {
+                // The peer's SYN-ACK in a simultaneous open: its SYN we have.
+                connection.sendUnacknowledged = segment.acknowledgment
+                establish(connection, segment: segment)
+                return
+            }
+            // A retransmitted SYN: our SYN-ACK was lost.
+            connection.sendNext = connection.initialSendSequence
+            return
+        case .timeWait where segment.hasFIN && !segment.hasRST:
+            // A retransmitted FIN: acknowledge it again and restart the 2·MSL wait.
+            connection.acknowledgeNow = true
+            connection.closeDeadline = now + configuration.tcp.timeWait
+            return
+        default:
+            break
+        }
+
+        // First: PAWS (RFC 7323 §5.3), then the sequence number check.
+        if connection.timestampsEnabled, !segment.hasRST, let timestamp = segment.options.timestamp,
+           Int32(bitPattern: timestamp.value &- connection.recentTimestamp) < 0,
+           now - connection.recentTimestampTime < .seconds(24 * 24 * 3600) {
+            connection.acknowledgeNow = true
+            return counters.drop(.tcpRejected)
+        }
+        let acceptance = sequenceAcceptance(connection, segment)
+        if acceptance == .unacceptable {
+            if !segment.hasRST { connection.acknowledgeNow = true }
+            return counters.drop(.tcpRejected)
+        }
+        // RFC 7323 §4.3: remember the timestamp of the segment the next ACK is for.
+        if connection.timestampsEnabled, let timestamp = segment.options.timestamp,
+           Int32(bitPattern: timestamp.value &- connection.recentTimestamp) >= 0,
+           connection.lastAcknowledgmentSent - segment.sequence >= 0 {
+            connection.recentTimestamp = timestamp.value
+            connection.recentTimestampTime = now
+        }
+
+        // Second: RST (RFC 5961 §3.2): exactly at RCV.NXT resets, elsewhere in
+        // the window earns a challenge ACK.
+        if segment.hasRST {
+            guard segment.sequence == connection.receiveNext else { return challengeAcknowledgment(connection) }
+            switch connection.state {
+            case .synReceived where connection.parent != nil:
+                destroy(connection)
+            case .synReceived:
+                connection.error = .connectionRefused
+                destroy(connection)
+            case .established, .finWait1, .finWait2, .closeWait:
+                connection.error = .connectionReset
+                destroy(connection)
+            default:
+                destroy(connection)
+            }
+            return
+        }
+
+        // Fourth: SYN in a synchronized state (RFC 5961 §4.2): challenge ACK.
+        if segment.hasSYN { return challengeAcknowledgment(connection) }
+
+        // Fifth: ACK.
+        guard segment.hasACK else { return counters.drop(.tcpRejected) }
+        if connection.state == .synReceived {
+            guard acknowledgesOurSYN(connection, segment) else {
+                sendBareSegment(I.self, FourTuple(local: connection.local, remote: connection.remote),
+                                sequence: segment.acknowledgment, acknowledgment: SequenceNumber(0), flags: .rst)
+                return counters.drop(.tcpRejected)
+            }
+            connection.sendUnacknowledged = connection.initialSendSequence + 1
+            if connection.retransmissions == 0 { connection.rtt.sample(now - connection.lastSent) }
+            establish(connection, segment: segment)
+        }
+        // RFC 5961 §5.2: acceptable ACKs lie in [SND.UNA − MAX.SND.WND, SND.NXT].
+        let ack = segment.acknowledgment
+        if ack - connection.sendMaximum > 0 {
+            connection.acknowledgeNow = true
+            return counters.drop(.tcpRejected)
+        }
+        if connection.sendUnacknowledged - ack > max(connection.maximumSendWindow, connection.sendMSS) {
+            return challengeAcknowledgment(connection)
+        }
+        processAcknowledgment(connection, segment)
+        switch connection.state {
+        case .finWait1 where connection.finAcknowledged:
+            connection.state = .finWait2
+            if connection.isOrphan { connection.closeDeadline = now + configuration.tcp.finWait2Timeout }
+            signal(connection.id)
+        case .closing where connection.finAcknowledged:
+            enterTimeWait(connection)
+        case .lastAck where connection.finAcknowledged:
+            destroy(connection)
+            return
+        default:
+            break
+        }
+
+        // Seventh: segment text.
+        if acceptance == .acceptable, segment.payload.byteCount > 0 {
+            if connection.state.canReceive {
+                receiveData(connection, segment)
+            } else {
+                connection.acknowledgeNow = true
+            }
+        }
+
+        // Eighth: FIN, once everything before it has arrived.
+        if acceptance == .acceptable, segment.hasFIN {
+            let finSequence = segment.sequence + segment.payload.byteCount
+            if finSequence == connection.receiveNext && !connection.finReceived {
+                receiveFIN(connection)
+            } else {
+                connection.acknowledgeNow = true
+            }
+        }
+    }
+
+    private func acknowledgesOurSYN<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) -> Bool {
+        let ack = segment.acknowledgment
+        return ack - connection.initialSendSequence > 0 && connection.sendMaximum - ack >= 0
+    }
+
+    enum Acceptance { case acceptable, controlOnly, unacceptable }
+
+    /// RFC 9293 §3.10.7.4's four cases. With a closed window a segment at
+    /// RCV.NXT is still read for its ACK and RST ("special allowance").
+    private func sequenceAcceptance<I: IPVersion>(_ connection: TCPConnection<I>,
+                                                  _ segment: IncomingSegment) -> Acceptance {
+        let window = connection.advertisedWindow
+        let next = connection.receiveNext
+        let sequence = segment.sequence
+        let length = segment.length
+        if length == 0 {
+            if window == 0 { return sequence == next ? .acceptable : .unacceptable }
+            return within(sequence, from: next, to: next + window) ? .acceptable : .unacceptable
+        }
+        if window == 0 { return sequence == next ? .controlOnly : .unacceptable }
+        let startsInside = within(sequence, from: next, to: next + window)
+        let endsInside = within(sequence + length - 1, from: next, to: next + window)
+        return startsInside || endsInside ? .acceptable : .unacceptable
+    }
+
+    /// An ACK that tells an off-path attacker nothing it could use (RFC 5961
+    /// §3.2 and §7: rate-limited, here to one per 500 ms per connection, as
+    /// Linux's tcp_invalid_ratelimit).
+    private func challengeAcknowledgment<I: IPVersion>(_ connection: TCPConnection<I>) {
+        if now - connection.lastChallenge >= .milliseconds(500) {
+            connection.lastChallenge = now
+            connection.acknowledgeNow = true
+        }
+        counters.drop(.tcpRejected)
+    }
+
+    /// RFC 9293 §3.10.7.4 fifth check, with RFC 6298 timing, RFC 5681/6675
+    /// loss detection, and RFC 2018 scoreboard updates.
+    private func processAcknowledgment<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        let ack = segment.acknowledgment
+        let acked = ack - connection.sendUnacknowledged
+        var windowChanged = false
+        // The window is taken from the newest segment (SND.WL1/WL2 rule).
+        if connection.sendWindowUpdateSequence - segment.sequence < 0
+            || (connection.sendWindowUpdateSequence == segment.sequence
+                && ack - connection.sendWindowUpdateAcknowledgment >= 0) {
+            let window = Int(segment.window) << connection.sendWindowShift
+            windowChanged = window != connection.sendWindow
+            connection.sendWindow = window
+            connection.maximumSendWindow = max(connection.maximumSendWindow, window)
+            connection.sendWindowUpdateSequence = segment.sequence
+            connection.sendWindowUpdateAcknowledgment = ack
+            if window > 0 {
+                connection.persistDeadline = nil
+                connection.persistProbes = 0
+            }
+        }
+        if acked > 0 {
+            takeRTTSample(connection, segment)
+            connection.rtt.resetBackoff()
+            connection.retransmissions = 0
+            connection.keepaliveProbes = 0
+            // Drop the acknowledged data (SYN and FIN take sequence space, not buffer).
+            let dataAcked = min(max(0, ack - connection.sendBase), connection.sendBuffer.count)
+            connection.sendBuffer.removeFirst(dataAcked)
+            connection.sendBase += dataAcked
+            connection.sendUnacknowledged = ack
+            if connection.sendNext - ack < 0 { connection.sendNext = ack }
+            connection.scoreboard.rebase(by: acked)
+            if connection.highRetransmitted - ack < 0 { connection.highRetransmitted = ack }
+            if connection.inRecovery {
+                if ack - connection.recoveryPoint >= 0 {
+                    connection.inRecovery = false
+                    connection.congestion.exitRecovery(mss: connection.sendMSS)
+                } else {
+                    // A partial acknowledgment (RFC 6582 §3.2 step 5).
+                    connection.retransmitImmediately = true
+                }
+            } else {
+                connection.congestion.acknowledged(acked, mss: connection.sendMSS, now: now,
+                                                   rtt: connection.rtt.smoothed)
+            }
+            connection.duplicateAcknowledgments = 0
+            if let probe = connection.probeOutstanding, ack - probe >= 0 { connection.probeOutstanding = nil }
+            if connection.sendUnacknowledged == connection.sendMaximum {
+                connection.retransmitDeadline = nil
+                connection.unacknowledgedSince = nil
+                connection.probeDeadline = nil
+                connection.probeOutstanding = nil
+            } else {
+                connection.retransmitDeadline = now + connection.rtt.timeout
+                connection.unacknowledgedSince = now
+                armProbe(connection)
+            }
+            signal(connection.id)
+        } else if acked == 0, connection.flightSize > 0, segment.payload.byteCount == 0,
+                  !segment.hasSYN, !segment.hasFIN, !windowChanged || !segment.options.sack.isEmpty {
+            // A duplicate acknowledgment (RFC 5681 §2).
+            connection.duplicateAcknowledgments += 1
+        }
+        // RFC 6675 Update(): SACK blocks within (SND.UNA, SND.MAX].
+        let blocks = segment.options.sack
+        if connection.sackPermitted {
+            for index in 0..<blocks.count {
+                let left = SequenceNumber(blocks[index].left) - connection.sendUnacknowledged
+                let right = SequenceNumber(blocks[index].right) - connection.sendUnacknowledged
+                let flight = connection.flightSize
+                guard right > 0, left < flight, left < right else { continue }
+                connection.scoreboard.insert(max(left, 0)..<min(right, flight))
+            }
+        }
+        if connection.inRecovery { detectLostRetransmissions(connection) }
+        // Loss detection: DupThresh duplicate ACKs, or enough SACKed above SND.UNA.
+        if !connection.inRecovery, connection.state.isSynchronized, connection.flightSize > 0,
+           connection.sendUnacknowledged - connection.recoveryPoint >= 0,
+           connection.duplicateAcknowledgments >= duplicateThreshold(connection) || lossBoundary(connection) > 0 {
+            connection.inRecovery = true
+            connection.probeDeadline = nil
+            connection.probeOutstanding = nil
+            connection.recoveryPoint = connection.sendMaximum
+            connection.highRetransmitted = connection.sendUnacknowledged
+            connection.congestion.enterRecovery(flightSize: connection.flightSize, mss: connection.sendMSS, now: now)
+            counters.count(.tcpFastRecoveries)
+            connection.timedSegment = nil
+            connection.retransmitImmediately = true
+            connection.recoveryRetransmissions.removeAll()
+        }
+    }
+
+    /// A retransmission is lost when data sent after it has been SACKed and
+    /// it has not: then it may go again (NextSeg sees it as not retransmitted).
+    private func detectLostRetransmissions<I: IPVersion>(_ connection: TCPConnection<I>) {
+        guard let highestSACKed = connection.scoreboard.last.map({ connection.sendUnacknowledged + $0.upperBound })
+        else { return }
+        var lostFrom: SequenceNumber?
+        connection.recoveryRetransmissions.removeAll { entry in
+            if connection.sendUnacknowledged - entry.end >= 0 { return true }   // acknowledged
+            guard highestSACKed - entry.mark > 0 else { return false }
+            let start = max(0, entry.start - connection.sendUnacknowledged)
+            let end = entry.end - connection.sendUnacknowledged
+            let delivered = connection.scoreboard.ranges.contains { $0.lowerBound <= start && $0.upperBound >= end }
+            if !delivered {
+                lostFrom = lostFrom.map { min($0, entry.start) } ?? entry.start
+            }
+            return true
+        }
+        if let start = lostFrom, connection.highRetransmitted - start > 0 {
+            connection.highRetransmitted = max(start, connection.sendUnacknowledged)
+            connection.retransmitImmediately = true
+        }
+    }
+
+    /// RTT from the echoed timestamp (RFC 7323 §4), or from the one segment
+    /// timed when timestamps are off (Karn: never a retransmitted one).
+    private func takeRTTSample<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        if connection.timestampsEnabled, let timestamp = segment.options.timestamp, timestamp.echoReply != 0 {
+            let elapsed = Int32(bitPattern: connection.timestampValue(now) &- timestamp.echoReply)
+            if elapsed >= 0 { connection.rtt.sample(.milliseconds(Int(elapsed))) }
+        } else if let timed = connection.timedSegment, segment.acknowledgment - timed.end >= 0 {
+            connection.rtt.sample(now - timed.sent)
+            connection.timedSegment = nil
+        }
+    }
+
+    /// Data of an acceptable segment (RFC 9293 §3.10.7.4 seventh check):
+    /// trimmed to the window; in order it becomes readable (with any
+    /// out-of-order data it now joins), out of order it is kept at its offset.
+    private func receiveData<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        var sequence = segment.sequence
+        var payload = segment.payload
+        let early = connection.receiveNext - sequence
+        if early > 0 {
+            guard early < payload.byteCount else {
+                connection.acknowledgeNow = true
+                return
+            }
+            payload = payload.extracting(early...)
+            sequence = connection.receiveNext
+        }
+        if connection.readShutdown {
+            // Shut down for reading: acknowledge and drop, so the window stays open.
+            if sequence == connection.receiveNext { connection.receiveNext += payload.byteCount }
+            connection.acknowledgeNow = true
+            return
+        }
+        let offset = sequence - connection.receiveNext
+        // What fits the ring (the window, rounded up to the scale, fits it).
+        let length = min(payload.byteCount, connection.receiveBuffer.capacity - connection.receiveBuffer.count - offset)
+        guard length > 0 else {
+            connection.acknowledgeNow = true
+            return
+        }
+        let written = payload.extracting(0..<length).withUnsafeBytes { bytes in
+            connection.receiveBuffer.write(bytes, at: connection.receiveBuffer.count + offset)
+        }
+        if offset == 0 {
+            let hadHoles = !connection.outOfOrder.isEmpty
+            advanceReceive(connection, by: written)
+            if hadHoles {
+                // Filling a hole: acknowledge at once (RFC 5681 §4.2).
+                connection.acknowledgeNow = true
+            } else if connection.quickAcknowledgments > 0 {
+                connection.quickAcknowledgments -= 1
+                connection.acknowledgeNow = true
+            } else {
+                // Delayed ACK: at least every second full-sized segment
+                // (RFC 5681 §4.2), counted in bytes as Linux does.
+                connection.segmentsSinceAcknowledgment += written
+                if connection.segmentsSinceAcknowledgment >= 2 * connection.sendMSS {
+                    connection.acknowledgeNow = true
+                } else if connection.delayedAckDeadline == nil {
+                    connection.delayedAckDeadline = now + configuration.tcp.delayedAckTimeout
+                }
+            }
+            signal(connection.id)
+        } else {
+            if connection.outOfOrder.insert(offset..<(offset + written)) {
+                connection.latestOutOfOrder = (sequence, sequence + written)
+            }
+            // Out of order: a duplicate ACK at once (RFC 5681 §4.2), with SACK.
+            connection.acknowledgeNow = true
+        }
+    }
+
+    /// `count` more bytes are in order: make them readable and pull in the
+    /// out-of-order data that now follows.
+    private func advanceReceive<I: IPVersion>(_ connection: TCPConnection<I>, by count: Int) {
+        var advance = count
+        while advance > 0 {
+            connection.receiveBuffer.extend(by: advance)
+            connection.receiveNext += advance
+            connection.outOfOrder.rebase(by: advance)
+            advance = connection.outOfOrder.removeLeading()?.count ?? 0
+        }
+        if connection.outOfOrder.isEmpty { connection.latestOutOfOrder = nil }
+    }
+
+    /// The peer's FIN (RFC 9293 §3.10.7.4 eighth check).
+    private func receiveFIN<I: IPVersion>(_ connection: TCPConnection<I>) {
+        connection.receiveNext += 1
+        connection.finReceived = true
+        connection.acknowledgeNow = true
+        switch connection.state {
+        case .synReceived, .established:
+            connection.state = .closeWait
+        case .finWait1:
+            if connection.finAcknowledged {
+                enterTimeWait(connection)
+            } else {
+                connection.state = .closing
+            }
+        case .finWait2:
+            enterTimeWait(connection)
+        default:
+            break
+        }
+        signal(connection.id)
+    }
+
+    func enterTimeWait<I: IPVersion>(_ connection: TCPConnection<I>) {
+        let layer = I.layer(of: self)
+        connection.state = .timeWait
+        connection.retransmitDeadline = nil
+        connection.persistDeadline = nil
+        connection.keepaliveDeadline = nil
+        connection.delayedAckDeadline = nil
+        connection.closeDeadline = now + configuration.tcp.timeWait
+        layer.tcp.timeWaitCount += 1
+        signal(connection.id)
+        if layer.tcp.timeWaitCount > configuration.tcp.timeWaitLimit {
+            // Too many: let this one go at once (Linux does the same past tcp_max_tw_buckets).
+            connection.acknowledgeNow = false
+            tcpOutputFinalAcknowledgment(connection)
+            destroy(connection)
+        }
+    }
+
+    /// Sends the last ACK of a connection that skips TIME-WAIT.
+    private func tcpOutputFinalAcknowledgment<I: IPVersion>(_ connection: TCPConnection<I>) {
+        sendSegment(connection, flags: .ack, sequence: connection.sendNext, payload: 0..<0)
+    }
+
+    // MARK: SYN cookies (RFC 4987 §3.6)
+
+    /// MSS values a cookie can carry (3 bits).
+    private static let cookieMSS: [Int] = [216, 536, 1220, 1280, 1400, 1440, 1460, 8960]
+
+    /// The cookie: 5 bits of a 64-second counter, 3 bits of MSS, 24 bits of
+    /// keyed hash over the endpoints, the counter and the peer's sequence.
+    private func cookie<I: IPVersion>(_ tuple: FourTuple<I>, peerSequence: SequenceNumber, counter: UInt32,
+                                      mssIndex: Int) -> UInt32 {
+        var hash = SipHash(key: (tcpSecret.0 ^ 0x5c5c_5c5c, tcpSecret.1))
+        hashEndpoints(&hash, tuple.local, tuple.remote)
+        hash.add(counter)
+        hash.add(peerSequence.rawValue)
+        return (counter & 0x1f) << 27 | UInt32(mssIndex) << 24 | UInt32(truncatingIfNeeded: hash.finalize()) & 0xff_ffff
+    }
+
+    private var cookieCounter: UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / 64_000_000_000) }
+
+    /// A SYN-ACK whose sequence number is the cookie; nothing is kept. With
+    /// timestamps, the window scale and SACK-permitted ride in TSval's low
+    /// bits (as Linux does), so the ACK brings them back.
+    private func sendCookie<I: IPVersion>(_ listener: TCPListener<I>, _ segment: IncomingSegment,
+                                          _ tuple: FourTuple<I>) {
+        let peerMSS = Int(segment.options.maximumSegmentSize ?? 536)
+        let index = Self.cookieMSS.lastIndex { $0 <= peerMSS } ?? 0
+        let isn = cookie(tuple, peerSequence: segment.sequence, counter: cookieCounter, mssIndex: index)
+        let connection = makeConnection(I.self, id: SocketID(rawValue: 0), state: .synReceived, local: tuple.local,
+                                        remote: tuple.remote, options: listener.options,
+                                        initialSequence: SequenceNumber(isn))
+        acceptSYN(connection, segment)
+        // Bits 0–3: the peer's window shift (15: no scaling); bit 4: SACK permitted.
+        let shiftBits = connection.receiveWindowShift == 0 ? 15 : UInt32(connection.sendWindowShift)
+        connection.cookieOptions = connection.timestampsEnabled ? shiftBits | (connection.sackPermitted ? 0x10 : 0) : nil
+        sendSegment(connection, flags: [.syn, .ack], sequence: connection.initialSendSequence, payload: 0..<0)
+        counters.drop(.tcpListenOverflow)
+    }
+
+    /// Checks the ACK of a cookie SYN-ACK and, if it is one of ours from the
+    /// last two minutes, makes the connection ESTABLISHED.
+    private func acceptCookie<I: IPVersion>(_ listener: TCPListener<I>, _ segment: IncomingSegment,
+                                            _ tuple: FourTuple<I>) -> TCPConnection<I>? {
+        guard listener.acceptQueue.count < listener.backlog else { return nil }
+        let isn = (segment.acknowledgment - 1).rawValue
+        let peerSequence = segment.sequence - 1
+        let counter = isn >> 27
+        let index = Int(isn >> 24 & 0x7)
+        let current = cookieCounter
+        guard let age = [current, current &- 1].firstIndex(where: { $0 & 0x1f == counter }),
+              cookie(tuple, peerSequence: peerSequence, counter: age == 0 ? current : current &- 1,
+                     mssIndex: index) == isn else { return nil }
+        let layer = I.layer(of: self)
+        let connection = makeConnection(I.self, id: makeSocketID(), state: .synReceived, local: tuple.local,
+                                        remote: tuple.remote, options: listener.options,
+                                        initialSequence: SequenceNumber(isn))
+        connection.parent = listener.id
+        connection.initialReceiveSequence = peerSequence
+        connection.receiveNext = segment.sequence
+        connection.lastAcknowledgmentSent = segment.sequence
+        connection.sendNext = segment.acknowledgment
+        connection.sendMaximum = segment.acknowledgment
+        connection.sendUnacknowledged = segment.acknowledgment
+        if let timestamp = segment.options.timestamp, connection.timestampsEnabled {
+            let bits = timestamp.echoReply & 0x1f
+            let shift = UInt8(bits & 0xf)
+            connection.sendWindowShift = shift == 15 ? 0 : shift
+            if shift == 15 { connection.receiveWindowShift = 0 }
+            connection.sackPermitted = connection.sackPermitted && bits & 0x10 != 0
+            connection.recentTimestamp = timestamp.value
+            connection.recentTimestampTime = now
+        } else {
+            // Without timestamps the cookie carries no options.
+            connection.timestampsEnabled = false
+            connection.sendWindowShift = 0
+            connection.receiveWindowShift = 0
+            connection.sackPermitted = false
+        }
+        setSendMSS(connection, peerMSS: Self.cookieMSS[index])
+        connection.receiveAdvertisedEdge = segment.sequence + min(listener.options.receiveBuffer, 65_535)
+        layer.tcp.entries[connection.id] = .connection(connection)
+        layer.tcp.connections[tuple] = connection
+        // Not counted as half-open: it completes right now.
+        listener.halfOpen += 1
+        return connection
+    }
+}

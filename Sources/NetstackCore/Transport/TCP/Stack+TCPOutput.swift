@@ -1,0 +1,406 @@
+import NetstackWire
+
+extension Stack {
+    /// Sends what the connection may send now: the SYN or SYN-ACK, data and
+    /// FIN within the windows (or as loss recovery picks them), and an ACK if
+    /// one is owed and nothing else carried it.
+    func tcpOutput<I: IPVersion>(_ connection: TCPConnection<I>) {
+        switch connection.state {
+        case .closed, .listen:
+            return
+        case .synSent, .synReceived:
+            if connection.sendNext == connection.initialSendSequence {
+                let flags: TCPFlags = connection.state == .synSent ? .syn : [.syn, .ack]
+                sendSegment(connection, flags: flags, sequence: connection.initialSendSequence, payload: 0..<0)
+                connection.sendNext = connection.initialSendSequence + 1
+                if connection.sendMaximum - connection.sendNext < 0 { connection.sendMaximum = connection.sendNext }
+                armRetransmission(connection)
+            } else if connection.acknowledgeNow && connection.state == .synReceived {
+                connection.acknowledgeNow = false
+            }
+            return
+        case .timeWait:
+            if connection.acknowledgeNow {
+                sendSegment(connection, flags: .ack, sequence: connection.sendNext, payload: 0..<0)
+            }
+            return
+        default:
+            break
+        }
+        // RFC 5681 §4.1: after an idle period longer than the RTO, start again
+        // from the initial window.
+        if connection.flightSize == 0, now - connection.lastSent > connection.rtt.timeout {
+            connection.congestion.restartAfterIdle(mss: connection.sendMSS)
+        }
+        var acknowledged = false
+        while let next = nextSegment(connection) {
+            transmit(connection, next)
+            acknowledged = true
+        }
+        // A zero window with data waiting and nothing in flight: probe it
+        // (RFC 9293 §3.8.6.1).
+        if connection.sendWindow == 0, connection.sendBufferEnd - connection.sendNext > 0,
+           connection.flightSize == 0, connection.persistDeadline == nil {
+            connection.persistDeadline = now + connection.rtt.timeout
+        }
+        if !acknowledged && (connection.acknowledgeNow || connection.windowUpdateOwed) {
+            sendSegment(connection, flags: .ack, sequence: connection.sendNext, payload: 0..<0)
+        }
+    }
+
+    /// One segment to send: where it starts, how many data bytes, whether it
+    /// carries the FIN.
+    struct SegmentPlan {
+        var sequence: SequenceNumber
+        var length: Int
+        var fin: Bool
+    }
+
+    /// What to send next, if anything: in loss recovery, RFC 6675's NextSeg
+    /// within `cwnd − pipe`; otherwise data within min(cwnd, rwnd), held back
+    /// by Nagle's algorithm and sender silly window avoidance (RFC 9293
+    /// §3.7.4, §3.8.6.2.1); then the FIN.
+    private func nextSegment<I: IPVersion>(_ connection: TCPConnection<I>) -> SegmentPlan? {
+        switch connection.state {
+        case .established, .closeWait, .finWait1, .closing, .lastAck: break
+        default: return nil
+        }
+        let mss = connection.sendMSS
+        var budget = connection.congestion.window - (connection.sendNext - connection.sendUnacknowledged)
+        if !connection.inRecovery && connection.duplicateAcknowledgments > 0 {
+            // Limited Transmit (RFC 3042): a new segment for each of the first
+            // two duplicate ACKs, so a small window still gets enough of them.
+            budget += min(connection.duplicateAcknowledgments, 2) * mss
+        }
+        if connection.inRecovery {
+            let pipe = self.pipe(connection)
+            let allowance = connection.congestion.window - pipe
+            let forced = connection.retransmitImmediately
+            guard allowance >= mss || forced else { return nil }
+            if let lost = firstLostRange(connection) {
+                connection.retransmitImmediately = false
+                let start = connection.sendUnacknowledged + lost.lowerBound
+                return plan(connection, from: start, length: min(mss, lost.count))
+            }
+            connection.retransmitImmediately = false
+            budget = allowance
+        }
+        // Skip what the receiver already has (SACKed) when resending after a timeout.
+        if connection.sendMaximum - connection.sendNext > 0 {
+            let offset = connection.sendNext - connection.sendUnacknowledged
+            if let covering = connection.scoreboard.ranges.first(where: { $0.contains(offset) }) {
+                connection.sendNext = connection.sendUnacknowledged + covering.upperBound
+                if connection.sendNext - connection.sendMaximum > 0 { connection.sendNext = connection.sendMaximum }
+            }
+        }
+        let windowBudget = connection.sendUnacknowledged + connection.sendWindow - connection.sendNext
+        let dataOffset = connection.sendNext - connection.sendBase
+        let available = connection.sendBuffer.count - max(dataOffset, 0)
+        if dataOffset >= 0, available > 0 {
+            var length = min(mss, available, budget, windowBudget)
+            let resending = connection.sendMaximum - connection.sendNext > 0
+            if resending {
+                // Stop at the next SACKed range.
+                let offset = connection.sendNext - connection.sendUnacknowledged
+                if let next = connection.scoreboard.ranges.first(where: { $0.lowerBound > offset }) {
+                    length = min(length, next.lowerBound - offset)
+                }
+            }
+            guard length > 0 else { return nil }
+            if !resending && length < mss {
+                let everythingQueued = length == available
+                let nothingInFlight = connection.sendNext == connection.sendUnacknowledged
+                let halfWindow = connection.maximumSendWindow > 0 && length >= connection.maximumSendWindow / 2
+                guard (everythingQueued && (connection.noDelay || nothingInFlight)) || halfWindow else { return nil }
+            }
+            return plan(connection, from: connection.sendNext, length: length)
+        }
+        if let fin = connection.finSequence, connection.sendNext == fin {
+            return SegmentPlan(sequence: fin, length: 0, fin: true)
+        }
+        return nil
+    }
+
+    private func plan<I: IPVersion>(_ connection: TCPConnection<I>, from start: SequenceNumber,
+                                    length: Int) -> SegmentPlan {
+        let end = start + length
+        let fin = connection.finSequence.map { end == $0 } ?? false
+        return SegmentPlan(sequence: start, length: length, fin: fin)
+    }
+
+    /// Sends one planned segment and does the bookkeeping: sequence
+    /// variables, timing, state on FIN, the retransmission timer.
+    func transmit<I: IPVersion>(_ connection: TCPConnection<I>, _ plan: SegmentPlan) {
+        var flags: TCPFlags = .ack
+        if plan.fin { flags.insert(.fin) }
+        let offset = plan.sequence - connection.sendBase
+        if plan.length > 0 && plan.sequence + plan.length == connection.sendBufferEnd { flags.insert(.psh) }
+        sendSegment(connection, flags: flags, sequence: plan.sequence, payload: offset..<(offset + plan.length))
+        let end = plan.sequence + plan.length + (plan.fin ? 1 : 0)
+        if connection.sendMaximum - plan.sequence > 0 {
+            counters.count(.tcpRetransmissions)
+            if connection.inRecovery {
+                if end - connection.highRetransmitted > 0 { connection.highRetransmitted = end }
+                if connection.recoveryRetransmissions.count < 64 {
+                    connection.recoveryRetransmissions.append((plan.sequence, end, connection.sendMaximum))
+                }
+            }
+        } else if !connection.timestampsEnabled, connection.timedSegment == nil, connection.retransmissions == 0 {
+            connection.timedSegment = (end, now)
+        }
+        if plan.sequence == connection.sendNext || end - connection.sendNext > 0 {
+            if end - connection.sendNext > 0 { connection.sendNext = end }
+        }
+        if end - connection.sendMaximum > 0 { connection.sendMaximum = end }
+        if plan.fin {
+            switch connection.state {
+            case .established: connection.state = .finWait1
+            case .closeWait: connection.state = .lastAck
+            default: break
+            }
+        }
+        armRetransmission(connection)
+    }
+
+    func armRetransmission<I: IPVersion>(_ connection: TCPConnection<I>) {
+        if connection.retransmitDeadline == nil {
+            connection.retransmitDeadline = now + connection.rtt.timeout
+        }
+        if connection.unacknowledgedSince == nil { connection.unacknowledgedSince = now }
+        armProbe(connection)
+    }
+
+    /// RFC 8985 §7.2: with data in flight, no recovery under way and SACK on,
+    /// a probe goes out after two round trips without acknowledgment (plus a
+    /// worst-case delayed ACK when only one segment is out), before the RTO.
+    func armProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
+        guard connection.sackPermitted, connection.state.isSynchronized, !connection.inRecovery,
+              connection.probeOutstanding == nil, connection.retransmissions == 0, connection.flightSize > 0,
+              let srtt = connection.rtt.smoothed else {
+            connection.probeDeadline = nil
+            return
+        }
+        var timeout = srtt * 2
+        if connection.flightSize <= connection.sendMSS { timeout += .milliseconds(200) }
+        timeout = max(timeout, .milliseconds(10))
+        let deadline = now + timeout
+        if let retransmit = connection.retransmitDeadline, deadline >= retransmit {
+            connection.probeDeadline = nil
+        } else {
+            connection.probeDeadline = deadline
+        }
+    }
+
+    /// RFC 8985 §7.3: send one new segment if the receiver window allows,
+    /// else retransmit the last segment sent, so that an ACK (with SACK)
+    /// comes back and loss recovery can start without the timer.
+    func sendProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
+        connection.probeDeadline = nil
+        guard connection.flightSize > 0, !connection.inRecovery else { return }
+        let mss = connection.sendMSS
+        let unsent = connection.sendBufferEnd - connection.sendMaximum
+        let windowRoom = connection.sendUnacknowledged + connection.sendWindow - connection.sendMaximum
+        let start: SequenceNumber
+        let length: Int
+        if unsent > 0 && windowRoom > 0, connection.sendNext == connection.sendMaximum {
+            start = connection.sendMaximum
+            length = min(mss, unsent, windowRoom)
+        } else {
+            let dataEnd = connection.finSent ? connection.sendMaximum - 1 : connection.sendMaximum
+            length = min(mss, max(0, dataEnd - connection.sendBase))
+            start = dataEnd - length
+            if length == 0 && !connection.finSent { return }
+        }
+        let fin = connection.finSequence.map { start + length == $0 } ?? false
+        transmit(connection, SegmentPlan(sequence: start, length: length, fin: fin))
+        connection.probeOutstanding = start + length + (fin ? 1 : 0)
+        // The retransmission timer restarts after a probe (RFC 8985 §7.3).
+        connection.retransmitDeadline = now + connection.rtt.timeout
+    }
+
+    // MARK: RFC 6675 loss recovery
+
+    /// The duplicate-ACK threshold: 3 (RFC 5681), lowered by Early
+    /// Retransmit (RFC 5827) to one less than the segments outstanding when
+    /// fewer than four are and no new data can go out, so that a small flight
+    /// recovers without waiting for the retransmission timer.
+    func duplicateThreshold<I: IPVersion>(_ connection: TCPConnection<I>) -> Int {
+        let mss = connection.sendMSS
+        let outstanding = (connection.flightSize + mss - 1) / mss
+        let canSendMore = connection.sendBufferEnd - connection.sendMaximum > 0
+            && connection.sendUnacknowledged + connection.sendWindow - connection.sendMaximum > 0
+        guard outstanding < 4, !canSendMore else { return 3 }
+        return max(1, outstanding - 1)
+    }
+
+    /// Offsets from SND.UNA below which un-SACKed data counts as lost
+    /// (RFC 6675 IsLost): more than (DupThresh − 1)·SMSS bytes, or DupThresh
+    /// separate ranges, SACKed above. Without SACK (NewReno), the first
+    /// segment is presumed lost after DupThresh duplicate ACKs and during recovery.
+    func lossBoundary<I: IPVersion>(_ connection: TCPConnection<I>) -> Int {
+        let mss = connection.sendMSS
+        let threshold = duplicateThreshold(connection)
+        guard connection.sackPermitted else {
+            let presumed = connection.inRecovery || connection.duplicateAcknowledgments >= threshold
+            return presumed ? min(mss, connection.flightSize) : 0
+        }
+        let ranges = connection.scoreboard.ranges
+        guard !ranges.isEmpty else { return 0 }
+        var need = (threshold - 1) * mss + 1
+        var boundary = 0
+        for range in ranges.reversed() {
+            if range.count >= need {
+                boundary = range.upperBound - need
+                break
+            }
+            need -= range.count
+        }
+        if ranges.count >= threshold { boundary = max(boundary, ranges[ranges.count - threshold].lowerBound) }
+        return boundary
+    }
+
+    /// RFC 6675 SetPipe: bytes believed in the network. Without SACK, each
+    /// duplicate ACK stands for one segment that left it.
+    func pipe<I: IPVersion>(_ connection: TCPConnection<I>) -> Int {
+        let flight = connection.flightSize
+        guard connection.sackPermitted else {
+            return max(0, flight - connection.duplicateAcknowledgments * connection.sendMSS)
+        }
+        let boundary = lossBoundary(connection)
+        let retransmitted = max(0, connection.highRetransmitted - connection.sendUnacknowledged)
+        var total = 0
+        var position = 0
+        func count(_ hole: Range<Int>) {
+            guard !hole.isEmpty else { return }
+            // Above the loss boundary: still in flight.
+            total += max(0, hole.upperBound - max(hole.lowerBound, boundary))
+            // Below it: lost, but in flight again if retransmitted.
+            let lostEnd = min(hole.upperBound, boundary)
+            if lostEnd > hole.lowerBound {
+                total += max(0, min(lostEnd, retransmitted) - hole.lowerBound)
+            }
+        }
+        for range in connection.scoreboard.ranges {
+            count(position..<min(range.lowerBound, flight))
+            position = range.upperBound
+        }
+        count(position..<flight)
+        return total
+    }
+
+    /// RFC 6675 NextSeg rule (1): the first lost range not yet retransmitted
+    /// in this recovery, as offsets from SND.UNA.
+    private func firstLostRange<I: IPVersion>(_ connection: TCPConnection<I>) -> Range<Int>? {
+        let boundary = lossBoundary(connection)
+        guard boundary > 0 else { return nil }
+        let retransmitted = max(0, connection.highRetransmitted - connection.sendUnacknowledged)
+        var position = 0
+        for range in connection.scoreboard.ranges + [Int.max..<Int.max] {
+            let hole = position..<min(range.lowerBound, boundary)
+            let start = max(hole.lowerBound, retransmitted)
+            if start < hole.upperBound { return start..<hole.upperBound }
+            position = range.upperBound
+            if position >= boundary { break }
+        }
+        return nil
+    }
+
+    // MARK: Segments on the wire
+
+    /// Builds and sends one segment of a connection, with its options (RFC
+    /// 7323 timestamps, RFC 2018 SACK blocks; on SYNs MSS, SACK-permitted and
+    /// window scale, in Linux's order) and the window to advertise.
+    func sendSegment<I: IPVersion>(_ connection: TCPConnection<I>, flags: TCPFlags, sequence: SequenceNumber,
+                                   payload: Range<Int>) {
+        let isSYN = flags.contains(.syn)
+        let acknowledges = flags.contains(.ack)
+        var window: Int
+        if isSYN {
+            window = min(connection.receiveCapacity > 0 ? connection.receiveCapacity : connection.initialWindow, 65_535)
+        } else {
+            // Never left of the edge already advertised: round the scaled
+            // field up rather than down (RFC 7323 §2.4, RFC 9293 §3.8.6.2.2).
+            let bytes = max(connection.windowToAdvertise(), connection.advertisedWindow)
+            let unit = 1 << Int(connection.receiveWindowShift)
+            window = min((bytes + unit - 1) >> Int(connection.receiveWindowShift), 65_535)
+        }
+        if flags.contains(.rst) { window = 0 }
+        var header = TCPHeader(sourcePort: connection.local.port, destinationPort: connection.remote.port,
+                               sequenceNumber: sequence.rawValue,
+                               acknowledgmentNumber: acknowledges ? connection.receiveNext.rawValue : 0,
+                               flags: flags, window: UInt16(window), payloadLength: payload.count)
+        var timestamp = connection.timestampValue(now)
+        if isSYN, let bits = connection.cookieOptions { timestamp = timestamp & ~0x1f | bits }
+        let echo = connection.state == .synSent ? 0 : connection.recentTimestamp
+        if isSYN {
+            header.options.append(.maximumSegmentSize(UInt16(clamping: maximumSegmentSize(I.self))))
+            if connection.sackPermitted {
+                header.options.append(.sackPermitted)
+            } else if connection.timestampsEnabled {
+                header.options.append(.noOperation)
+                header.options.append(.noOperation)
+            }
+            if connection.timestampsEnabled { header.options.append(.timestamps(value: timestamp, echoReply: echo)) }
+            if connection.receiveWindowShift > 0 {
+                header.options.append(.noOperation)
+                header.options.append(.windowScale(connection.receiveWindowShift))
+            }
+        } else if !flags.contains(.rst) {
+            if connection.timestampsEnabled {
+                header.options.append(.noOperation)
+                header.options.append(.noOperation)
+                header.options.append(.timestamps(value: timestamp, echoReply: echo))
+            }
+            if acknowledges {
+                let blocks = connection.sackBlocks(limit: connection.timestampsEnabled ? 3 : 4)
+                if !blocks.isEmpty {
+                    header.options.append(.noOperation)
+                    header.options.append(.noOperation)
+                    header.options.append(.sack(blocks))
+                }
+            }
+        }
+        let length = header.length
+        let headerLength = header.headerLength
+        let pseudo = I.pseudoHeader(source: connection.local.address, destination: connection.remote.address,
+                                    protocol: .tcp, length: length)
+        let frozenHeader = header
+        let sent = sendIP(I.self, source: connection.local.address, destination: connection.remote.address,
+                          protocol: .tcp, payloadLength: length) { span in
+            if !payload.isEmpty {
+                var written = headerLength
+                connection.sendBuffer.withBytes(payload) { piece in
+                    span.copy(RawSpan(_unsafeBytes: piece), to: written)
+                    written += piece.count
+                }
+            }
+            frozenHeader.emit(into: &span, pseudoHeader: pseudo)
+        }
+        if sent { counters.count(.tcpSegmentsSent) }
+        connection.lastSent = now
+        if acknowledges {
+            connection.lastAcknowledgmentSent = connection.receiveNext
+            let scaled = isSYN ? window : window << Int(connection.receiveWindowShift)
+            let edge = connection.receiveNext + scaled
+            if edge - connection.receiveAdvertisedEdge > 0 || isSYN { connection.receiveAdvertisedEdge = edge }
+            connection.acknowledgeNow = false
+            connection.windowUpdateOwed = false
+            connection.delayedAckDeadline = nil
+            connection.segmentsSinceAcknowledgment = 0
+        }
+    }
+
+    /// A segment with no connection behind it (resets): no options, no window.
+    func sendBareSegment<I: IPVersion>(_ version: I.Type, _ tuple: FourTuple<I>, sequence: SequenceNumber,
+                                       acknowledgment: SequenceNumber, flags: TCPFlags) {
+        let header = TCPHeader(sourcePort: tuple.local.port, destinationPort: tuple.remote.port,
+                               sequenceNumber: sequence.rawValue, acknowledgmentNumber: acknowledgment.rawValue,
+                               flags: flags, window: 0)
+        let pseudo = I.pseudoHeader(source: tuple.local.address, destination: tuple.remote.address, protocol: .tcp,
+                                    length: header.length)
+        if sendIP(I.self, source: tuple.local.address, destination: tuple.remote.address, protocol: .tcp,
+                  payloadLength: header.length, build: { header.emit(into: &$0, pseudoHeader: pseudo) }) {
+            counters.count(.tcpSegmentsSent)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import NetstackWire
+
+extension Stack {
+    /// Runs the TCP timers of one version that are due: each connection's
+    /// entry in the heap is checked against its current deadline (stale
+    /// entries are skipped), and the connection's timers run.
+    func pollTCP<I: IPVersion>(_ version: I.Type) {
+        let layer = I.layer(of: self)
+        while let entry = layer.tcp.timers.min, entry.deadline <= now {
+            _ = layer.tcp.timers.popMin()
+            guard let connection = layer.tcp.connection(entry.socket),
+                  connection.scheduledDeadline == entry.deadline else { continue }
+            connection.scheduledDeadline = nil
+            runTimers(connection)
+            if connection.state != .closed {
+                tcpOutput(connection)
+                schedule(connection)
+            }
+        }
+    }
+
+    private func runTimers<I: IPVersion>(_ connection: TCPConnection<I>) {
+        if let deadline = connection.closeDeadline, deadline <= now {
+            // The end of TIME-WAIT, or of an orphan's wait in FIN-WAIT-2.
+            destroy(connection)
+            return
+        }
+        if let deadline = connection.retransmitDeadline, deadline <= now {
+            retransmissionTimeout(connection)
+            if connection.state == .closed { return }
+        }
+        if let deadline = connection.probeDeadline, deadline <= now {
+            sendProbe(connection)
+        }
+        if let deadline = connection.persistDeadline, deadline <= now {
+            windowProbe(connection)
+        }
+        if let deadline = connection.delayedAckDeadline, deadline <= now {
+            connection.delayedAckDeadline = nil
+            connection.acknowledgeNow = true
+        }
+        if let deadline = connection.keepaliveDeadline, deadline <= now {
+            keepaliveProbe(connection)
+        }
+    }
+
+    /// RFC 6298 §5.4–§5.7: back off, collapse the congestion window, and go
+    /// back to the first unacknowledged byte (skipping what the peer SACKed).
+    /// Too many retransmissions, or the user timeout, end the connection.
+    private func retransmissionTimeout<I: IPVersion>(_ connection: TCPConnection<I>) {
+        connection.retransmitDeadline = nil
+        let settings = configuration.tcp
+        let limit = switch connection.state {
+        case .synSent: settings.synRetries
+        case .synReceived: settings.synAckRetries
+        default: settings.maximumRetransmissions
+        }
+        if let timeout = connection.userTimeout, let since = connection.unacknowledgedSince, now - since >= timeout {
+            return abort(connection, sendReset: connection.state.isSynchronized, error: .timedOut)
+        }
+        guard connection.retransmissions < limit else {
+            if connection.state == .synReceived && connection.parent != nil { return destroy(connection) }
+            return abort(connection, sendReset: connection.state.isSynchronized,
+                         error: connection.softError ?? .timedOut)
+        }
+        connection.retransmissions += 1
+        connection.probeDeadline = nil
+        connection.probeOutstanding = nil
+        counters.count(.tcpTimeouts)
+        connection.rtt.backOff()
+        connection.timedSegment = nil
+        if connection.state.isSynchronized {
+            connection.congestion.timedOut(flightSize: connection.flightSize, mss: connection.sendMSS, now: now)
+            connection.inRecovery = false
+            connection.duplicateAcknowledgments = 0
+            connection.recoveryPoint = connection.sendMaximum
+            connection.highRetransmitted = connection.sendUnacknowledged
+        }
+        connection.sendNext = connection.sendUnacknowledged
+        connection.retransmitDeadline = now + connection.rtt.timeout
+    }
+
+    /// The window is closed and data waits: ask for the window with a segment
+    /// just below it (the peer answers with an ACK), backing off each time.
+    /// The connection never gives up on a peer that answers (RFC 1122 §4.2.2.17).
+    private func windowProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
+        connection.persistDeadline = nil
+        guard connection.sendWindow == 0, connection.sendBufferEnd - connection.sendNext > 0 else {
+            connection.persistProbes = 0
+            return
+        }
+        sendSegment(connection, flags: .ack, sequence: connection.sendUnacknowledged - 1, payload: 0..<0)
+        connection.persistProbes += 1
+        let backoff = connection.rtt.timeout * (1 << min(connection.persistProbes, 10))
+        connection.persistDeadline = now + min(backoff, configuration.tcp.maximumRTO)
+    }
+
+    /// RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: after the idle time, probes with a
+    /// sequence number the peer must acknowledge; too many unanswered end the
+    /// connection.
+    private func keepaliveProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
+        let settings = configuration.tcp
+        guard connection.keepalive, connection.state == .established else {
+            connection.keepaliveDeadline = nil
+            return
+        }
+        if now - connection.lastReceived < settings.keepaliveIdle && connection.keepaliveProbes == 0 {
+            connection.keepaliveDeadline = connection.lastReceived + settings.keepaliveIdle
+            return
+        }
+        guard connection.keepaliveProbes < settings.keepaliveProbes else {
+            return abort(connection, sendReset: true, error: .timedOut)
+        }
+        sendSegment(connection, flags: .ack, sequence: connection.sendUnacknowledged - 1, payload: 0..<0)
+        connection.keepaliveProbes += 1
+        connection.keepaliveDeadline = now + settings.keepaliveInterval
+    }
+
+    /// An ICMP error about one of our segments (RFC 5927, RFC 1122 §4.2.3.9):
+    /// packet too big lowers the MSS and resends; port and protocol
+    /// unreachable end a connection still opening; other errors are soft.
+    func deliverTCPError<I: IPVersion>(_ version: I.Type, _ error: ICMPError, local: Endpoint<I>,
+                                       remote: Endpoint<I>, sequence: SequenceNumber) {
+        guard let connection = I.layer(of: self).tcp.connections[FourTuple(local: local, remote: remote)],
+              connection.state != .closed else { return }
+        // The quoted sequence number must be one in flight (RFC 5927 §4.1).
+        guard sequence - connection.sendUnacknowledged >= 0, connection.sendMaximum - sequence >= 0 else { return }
+        switch error {
+        case .packetTooBig(let mtu):
+            let mss = mtu - I.headerLength - TCPSegment.minimumHeaderLength - (connection.timestampsEnabled ? 12 : 0)
+            guard mss >= 64, mss < connection.sendMSS else { return }
+            connection.sendMSS = mss
+            connection.sendNext = connection.sendUnacknowledged
+            tcpOutput(connection)
+            schedule(connection)
+        case .portUnreachable where connection.state == .synSent,
+             .protocolUnreachable where connection.state == .synSent:
+            abort(connection, sendReset: false, error: .connectionRefused)
+        default:
+            connection.softError = error.socketError
+        }
+    }
+}

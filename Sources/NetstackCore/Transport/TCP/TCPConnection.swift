@@ -1,0 +1,350 @@
+import NetstackWire
+
+/// The connection states of RFC 9293 §3.3.2.
+public enum TCPState: String, Sendable, CaseIterable {
+    case closed, listen, synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait
+
+    /// Past the handshake: sequence numbers of both sides are known.
+    var isSynchronized: Bool {
+        switch self {
+        case .closed, .listen, .synSent, .synReceived: false
+        default: true
+        }
+    }
+
+    /// The application may still queue data.
+    var canSend: Bool { self == .established || self == .closeWait }
+
+    /// Data from the peer is still accepted.
+    var canReceive: Bool { self == .established || self == .finWait1 || self == .finWait2 }
+}
+
+/// The options of a received segment that TCP acts on.
+struct TCPSegmentOptions {
+    var maximumSegmentSize: UInt16?
+    var windowScale: UInt8?
+    var sackPermitted = false
+    var timestamp: (value: UInt32, echoReply: UInt32)?
+    var sack = SACKBlocks()
+
+    init(_ segment: TCPSegment) throws(WireError) {
+        var parsed = TCPSegmentOptions()
+        try segment.forEachOption { option in
+            switch option {
+            case .maximumSegmentSize(let mss): parsed.maximumSegmentSize = mss
+            case .windowScale(let shift): parsed.windowScale = shift
+            case .sackPermitted: parsed.sackPermitted = true
+            case .timestamps(let value, let echo): parsed.timestamp = (value, echo)
+            case .sack(let blocks): parsed.sack = blocks
+            case .endOfList, .noOperation, .unknown: break
+            }
+        }
+        self = parsed
+    }
+
+    private init() {}
+}
+
+/// A received segment, parsed once, with its payload.
+struct IncomingSegment: ~Escapable {
+    let sequence: SequenceNumber
+    let acknowledgment: SequenceNumber
+    let flags: TCPFlags
+    let window: UInt16
+    let options: TCPSegmentOptions
+    let payload: RawSpan
+
+    @_lifetime(copy payload)
+    init(sequence: SequenceNumber, acknowledgment: SequenceNumber, flags: TCPFlags, window: UInt16,
+         options: TCPSegmentOptions, payload: RawSpan) {
+        self.sequence = sequence
+        self.acknowledgment = acknowledgment
+        self.flags = flags
+        self.window = window
+        self.options = options
+        self.payload = payload
+    }
+
+    var hasSYN: Bool { flags.contains(.syn) }
+    var hasFIN: Bool { flags.contains(.fin) }
+    var hasACK: Bool { flags.contains(.ack) }
+    var hasRST: Bool { flags.contains(.rst) }
+
+    /// Sequence space used: data, plus SYN and FIN (RFC 9293 §3.4).
+    var length: Int { payload.byteCount + (hasSYN ? 1 : 0) + (hasFIN ? 1 : 0) }
+}
+
+/// A connection's control block (RFC 9293 §3.3.1): state, the send and
+/// receive sequence spaces, buffers, timers, options, congestion state.
+/// A class, so the table's entry is updated in place.
+final class TCPConnection<I: IPVersion> {
+    let id: SocketID
+    var state: TCPState
+    let local: Endpoint<I>
+    let remote: Endpoint<I>
+    /// The listener this connection came from, until it is accepted.
+    var parent: SocketID?
+    /// Closed by its application; the stack finishes it alone.
+    var isOrphan = false
+
+    // MARK: Send sequence space (RFC 9293 §3.3.1)
+
+    let initialSendSequence: SequenceNumber
+    var sendUnacknowledged: SequenceNumber
+    var sendNext: SequenceNumber
+    /// The highest sequence number sent so far (sendNext goes back on a timeout).
+    var sendMaximum: SequenceNumber
+    /// The sequence number of the first byte in `sendBuffer`.
+    var sendBase: SequenceNumber
+    /// The peer's window, in bytes (already scaled).
+    var sendWindow = 0
+    /// The largest window the peer ever offered (RFC 5961's MAX.SND.WND).
+    var maximumSendWindow = 0
+    var sendWindowUpdateSequence: SequenceNumber
+    var sendWindowUpdateAcknowledgment: SequenceNumber
+    var sendBuffer: ByteRing
+    /// The application shut down writing: a FIN follows the buffered data.
+    var finQueued = false
+    /// Payload bytes per segment: the peer's MSS and our MTU, less options.
+    var sendMSS: Int
+
+    // MARK: Receive sequence space
+
+    var initialReceiveSequence = SequenceNumber(0)
+    var receiveNext = SequenceNumber(0)
+    /// Bytes the application has not read yet (in order), then room for more;
+    /// out-of-order data sits beyond the in-order bytes at its offset. It holds
+    /// `receiveCapacity` plus slack for a window rounded up by the scale.
+    var receiveBuffer: ByteRing
+    /// The receive buffer size the window is computed from.
+    var receiveCapacity = 0
+    /// Out-of-order data held, as offsets from `receiveNext`.
+    var outOfOrder: RangeList
+    /// The most recently received out-of-order range (absolute), which the
+    /// first SACK block reports (RFC 2018 §4).
+    var latestOutOfOrder: (start: SequenceNumber, end: SequenceNumber)?
+    /// The right edge of the window last advertised; it never moves left.
+    var receiveAdvertisedEdge = SequenceNumber(0)
+    /// The peer's FIN has been received (in order).
+    var finReceived = false
+    /// The application shut down reading.
+    var readShutdown = false
+
+    // MARK: Options (RFC 7323, RFC 2018)
+
+    var sendWindowShift: UInt8 = 0
+    var receiveWindowShift: UInt8 = 0
+    var timestampsEnabled = false
+    /// TS.Recent: the timestamp to echo.
+    var recentTimestamp: UInt32 = 0
+    var recentTimestampTime = Instant.zero
+    /// Added to our clock in TSval, per connection (RFC 7323 §5.4).
+    let timestampOffset: UInt32
+    var lastAcknowledgmentSent: SequenceNumber
+    var sackPermitted = false
+
+    // MARK: Timers and retransmission
+
+    var rtt: RTTEstimator
+    /// The segment being timed for an RTT sample when timestamps are off
+    /// (Karn: never a retransmitted one).
+    var timedSegment: (end: SequenceNumber, sent: Instant)?
+    var retransmitDeadline: Instant?
+    /// When to send a tail loss probe (RFC 8985 §7).
+    var probeDeadline: Instant?
+    /// The end of the probe in flight; one at a time.
+    var probeOutstanding: SequenceNumber?
+    /// Consecutive retransmission timeouts.
+    var retransmissions = 0
+    var delayedAckDeadline: Instant?
+    var persistDeadline: Instant?
+    var keepaliveDeadline: Instant?
+    var keepaliveProbes = 0
+    /// End of TIME-WAIT, or of an orphan's FIN-WAIT-2.
+    var closeDeadline: Instant?
+    /// When the oldest unacknowledged data was first sent (for the user timeout).
+    var unacknowledgedSince: Instant?
+    var lastReceived: Instant
+    var lastSent: Instant
+    /// The deadline this connection has in the table's timer heap.
+    var scheduledDeadline: Instant?
+
+    // MARK: Acknowledgments
+
+    /// Send an acknowledgment now rather than delaying it.
+    var acknowledgeNow = false
+    /// Full-sized segments received since the last acknowledgment sent.
+    var segmentsSinceAcknowledgment = 0
+    /// A window update is owed (the application drained a closed window).
+    var windowUpdateOwed = false
+    /// Data segments still to be acknowledged at once, not delayed: a new
+    /// connection's first ones, so the peer's slow start is not held back
+    /// (Linux's quick-ACK mode).
+    var quickAcknowledgments = 16
+
+    // MARK: Congestion control and loss recovery (RFC 5681, 6582, 6675)
+
+    var congestion: CongestionControl
+    var duplicateAcknowledgments = 0
+    var inRecovery = false
+    var recoveryPoint: SequenceNumber
+    /// The highest sequence number retransmitted in this recovery (HighRxt).
+    var highRetransmitted: SequenceNumber
+    /// SACKed data, as offsets from `sendUnacknowledged`.
+    var scoreboard: RangeList
+    /// Retransmissions in this recovery, each with the highest sequence sent
+    /// when it went out: if data beyond that is SACKed while the
+    /// retransmission is still missing, it was lost too (Linux's lost
+    /// retransmit detection, which RFC 6675 alone cannot do).
+    var recoveryRetransmissions: [(start: SequenceNumber, end: SequenceNumber, mark: SequenceNumber)] = []
+
+    // MARK: Socket options and errors
+
+    var noDelay = false
+    var keepalive = false
+    var userTimeout: Duration?
+    /// The error the application learns next (reset, refused, timed out).
+    var error: SocketError?
+    /// An ICMP error that does not abort (RFC 5927); reported if the
+    /// connection then times out.
+    var softError: SocketError?
+    /// When the last challenge ACK was owed (they are rate-limited).
+    var lastChallenge = Instant(nanoseconds: .min / 2)
+    /// For a SYN cookie's SYN-ACK: the options encoded in TSval's low bits.
+    var cookieOptions: UInt32?
+    /// The window a SYN or SYN-ACK offers before the buffers exist.
+    var initialWindow = 65_535
+    /// Loss recovery must retransmit the first lost segment now, whatever the
+    /// pipe (on entering recovery, and after a partial acknowledgment).
+    var retransmitImmediately = false
+    /// Zero-window probes sent since the window closed.
+    var persistProbes = 0
+
+    init(id: SocketID, state: TCPState, local: Endpoint<I>, remote: Endpoint<I>, initialSequence: SequenceNumber,
+         timestampOffset: UInt32, settings: TCPSettings, sendMSS: Int, now: Instant) {
+        self.id = id
+        self.state = state
+        self.local = local
+        self.remote = remote
+        initialSendSequence = initialSequence
+        sendUnacknowledged = initialSequence
+        sendNext = initialSequence
+        sendMaximum = initialSequence
+        sendBase = initialSequence + 1
+        sendWindowUpdateSequence = initialSequence
+        sendWindowUpdateAcknowledgment = initialSequence
+        recoveryPoint = initialSequence
+        highRetransmitted = initialSequence
+        lastAcknowledgmentSent = initialSequence
+        self.timestampOffset = timestampOffset
+        // Buffers are small until the handshake completes (half-open
+        // connections must be cheap); `allocateBuffers` sizes them.
+        sendBuffer = ByteRing(capacity: 0)
+        receiveBuffer = ByteRing(capacity: 0)
+        outOfOrder = RangeList(limit: settings.outOfOrderRanges)
+        scoreboard = RangeList(limit: 4 * settings.outOfOrderRanges)
+        self.sendMSS = sendMSS
+        rtt = RTTEstimator(initial: settings.initialRTO, minimum: settings.minimumRTO, maximum: settings.maximumRTO)
+        congestion = CongestionControl(settings.congestionControl, mss: sendMSS)
+        lastReceived = now
+        lastSent = now
+    }
+
+    /// Gives the connection its buffers (once established, or on connect).
+    func allocateBuffers(send: Int, receive: Int) {
+        if sendBuffer.capacity != send { sendBuffer.resize(send) }
+        if receiveCapacity != receive {
+            receiveCapacity = receive
+            receiveBuffer = ByteRing(capacity: receive + Self.windowRoundingSlack)
+        }
+    }
+
+    /// A window field rounds up to a multiple of 2^shift (at most 2^7 here)
+    /// rather than shrink the window; the ring has room for that much more.
+    static var windowRoundingSlack: Int { 128 }
+
+    // MARK: Derived values
+
+    /// Bytes sent and not acknowledged (sequence space, SYN and FIN included).
+    var flightSize: Int { sendMaximum - sendUnacknowledged }
+
+    /// Sequence number just past the last byte the application queued.
+    var sendBufferEnd: SequenceNumber { sendBase + sendBuffer.count }
+
+    /// The sequence number of our FIN, once queued.
+    var finSequence: SequenceNumber? { finQueued ? sendBufferEnd : nil }
+
+    /// Whether our FIN has been sent.
+    var finSent: Bool {
+        guard let fin = finSequence else { return false }
+        return sendMaximum - fin > 0
+    }
+
+    /// Whether our FIN has been acknowledged.
+    var finAcknowledged: Bool {
+        guard let fin = finSequence else { return false }
+        return sendUnacknowledged - fin > 0
+    }
+
+    /// Data the application may still read.
+    var readable: Int { receiveBuffer.count }
+
+    /// Room in the receive buffer beyond the unread data.
+    var receiveSpace: Int { max(0, receiveCapacity - receiveBuffer.count) }
+
+    /// How far the advertised window reaches past `receiveNext`.
+    var advertisedWindow: Int { max(0, receiveAdvertisedEdge - receiveNext) }
+
+    /// The window to put in the next segment, in bytes before scaling. The
+    /// right edge never moves left (RFC 9293 §3.8.6.2.2); it moves right only
+    /// by at least min(half the buffer, one MSS), receiver-side silly window
+    /// avoidance.
+    func windowToAdvertise() -> Int {
+        let edge = receiveNext + receiveSpace
+        let growth = edge - receiveAdvertisedEdge
+        let threshold = min(receiveCapacity / 2, sendMSS)
+        if growth >= threshold || receiveAdvertisedEdge - receiveNext < 0 {
+            return receiveSpace
+        }
+        return advertisedWindow
+    }
+
+    /// Whether a window update should go out: the advertised window is
+    /// below one MSS (or closed) and reading opened at least that much.
+    var windowUpdateIsDue: Bool {
+        advertisedWindow < sendMSS && receiveSpace - advertisedWindow >= min(receiveCapacity / 2, sendMSS)
+    }
+
+    /// This connection's earliest timer.
+    var nextDeadline: Instant? {
+        var deadline = earliest(retransmitDeadline, delayedAckDeadline)
+        deadline = earliest(deadline, probeDeadline)
+        deadline = earliest(deadline, persistDeadline)
+        deadline = earliest(deadline, keepaliveDeadline)
+        return earliest(deadline, closeDeadline)
+    }
+
+    /// Up to `limit` SACK blocks for what is held out of order (RFC 2018 §4):
+    /// the most recently received first, then the others from the lowest.
+    func sackBlocks(limit: Int) -> SACKBlocks {
+        var blocks = SACKBlocks()
+        guard sackPermitted, !outOfOrder.isEmpty, limit > 0 else { return blocks }
+        var first: Range<Int>?
+        if let latest = latestOutOfOrder {
+            let start = latest.start - receiveNext
+            first = outOfOrder.ranges.first { $0.contains(start) || $0.lowerBound == start }
+        }
+        if let first {
+            blocks.append(left: (receiveNext + first.lowerBound).rawValue, right: (receiveNext + first.upperBound).rawValue)
+        }
+        for range in outOfOrder.ranges where range != first && blocks.count < limit {
+            blocks.append(left: (receiveNext + range.lowerBound).rawValue, right: (receiveNext + range.upperBound).rawValue)
+        }
+        return blocks
+    }
+
+    /// The current TSval: milliseconds on the stack clock plus the offset.
+    func timestampValue(_ now: Instant) -> UInt32 {
+        UInt32(truncatingIfNeeded: now.nanoseconds / 1_000_000) &+ timestampOffset
+    }
+}
