@@ -48,6 +48,9 @@ public final class Simulation {
     /// for it leave (to know how many wait).
     private var linkFree: [Bool: Instant] = [true: .zero, false: .zero]
     private var departures: [Bool: Deque<Instant>] = [true: [], false: []]
+    /// Everything sent is lost (a path gone dark), or everything sent to the left.
+    public var dropAll = false
+    public var dropToLeft = false
     public private(set) var framesLost = 0
     public private(set) var framesDuplicated = 0
     public private(set) var framesCorrupted = 0
@@ -102,7 +105,7 @@ public final class Simulation {
     }
 
     private func enqueue(_ frame: [UInt8], toRight: Bool) {
-        if chance(faults.loss) {
+        if dropAll || (dropToLeft && !toRight) || chance(faults.loss) {
             framesLost += 1
             return
         }

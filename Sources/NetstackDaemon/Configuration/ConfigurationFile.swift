@@ -109,9 +109,6 @@ public enum ConfigurationFile {
                         guard let transport = TransportKind(rawValue: name) else {
                             throw section.error("transports", "\"\(name)\" is not one of udp, tcp")
                         }
-                        guard transport == .udp else {
-                            throw section.error("transports", "tcp services are not available yet")
-                        }
                         setting.transports.insert(transport)
                     }
                 }

@@ -49,13 +49,17 @@ icmp-error-burst = 50
 # both IP versions. Remove a section to turn the service off.
 [services.echo]
 port = 7
-transports = ["udp"]
+transports = ["udp", "tcp"]
 
 [services.discard]
 port = 9
-transports = ["udp"]
+transports = ["udp", "tcp"]
 
 [services.daytime]
 port = 13
-transports = ["udp"]
+transports = ["udp", "tcp"]
+
+[services.chargen]
+port = 19
+transports = ["tcp"]
 """

@@ -20,6 +20,10 @@ struct BuiltinServices: ServiceLifecycle.Service {
                     group.addTask { await serveUDP(setting, IPv4.self, open) }
                     group.addTask { await serveUDP(setting, IPv6.self, open) }
                 }
+                for setting in settings where setting.transports.contains(.tcp) {
+                    group.addTask { await serveTCP(setting, IPv4.self, open) }
+                    group.addTask { await serveTCP(setting, IPv6.self, open) }
+                }
             }
         } onGracefulShutdown: {
             open.closeAll()
@@ -29,7 +33,7 @@ struct BuiltinServices: ServiceLifecycle.Service {
     /// One UDP service on one IP version: answer each datagram as the service says.
     private func serveUDP<I: IPVersion>(_ setting: ServiceSetting, _ version: I.Type, _ open: OpenSockets) async {
         let socket = await DatagramSocket<I>.open(sockets)
-        guard open.add(socket) else { return }
+        guard open.register({ await socket.close() }) != nil else { return }
         do {
             let local = try await socket.bind(.any(port: setting.port))
             logger.info("udp \(setting.kind.rawValue) on \(local)")
@@ -60,32 +64,71 @@ struct BuiltinServices: ServiceLifecycle.Service {
             }
         }
     }
+
+    /// One TCP service on one IP version: a listener, and a task per
+    /// accepted connection doing what the service does.
+    private func serveTCP<I: IPVersion>(_ setting: ServiceSetting, _ version: I.Type, _ open: OpenSockets) async {
+        let listener = await StreamSocket<I>.open(sockets)
+        guard open.register({ await listener.close() }) != nil else { return }
+        do {
+            let local = try await listener.bind(.any(port: setting.port))
+            try await listener.listen(backlog: 128)
+            logger.info("tcp \(setting.kind.rawValue) on \(local)")
+        } catch {
+            logger.error("tcp \(setting.kind.rawValue) on \(I.name) port \(setting.port): \(error)")
+            return
+        }
+        await withDiscardingTaskGroup { group in
+            while true {
+                let connection: StreamSocket<I>
+                do {
+                    connection = try await listener.accept()
+                } catch {
+                    return
+                }
+                guard let token = open.register({ await connection.close() }) else {
+                    await connection.close()
+                    return
+                }
+                group.addTask {
+                    await SmallServers.serve(setting.kind, connection)
+                    await connection.close()
+                    open.unregister(token)
+                }
+            }
+        }
+    }
 }
 
-/// The services' sockets, so that shutdown can close them (which ends the
-/// receives they wait in).
+/// The services' sockets (listeners and live connections), so that shutdown
+/// can close them, which ends the operations they wait in.
 final class OpenSockets: Sendable {
-    private let state = Mutex<(closing: Bool, closers: [@Sendable () async -> Void])>((false, []))
+    private let state = Mutex<(closing: Bool, next: Int, closers: [Int: @Sendable () async -> Void])>((false, 0, [:]))
 
-    /// Registers a socket; false if shutdown has begun (and the socket is closed).
-    func add<I: IPVersion>(_ socket: DatagramSocket<I>) -> Bool {
-        let accepted = state.withLock { state -> Bool in
-            guard !state.closing else { return false }
-            state.closers.append { await socket.close() }
-            return true
+    /// Registers how to close a socket; nil if shutdown has begun.
+    func register(_ close: @escaping @Sendable () async -> Void) -> Int? {
+        state.withLock { state -> Int? in
+            guard !state.closing else { return nil }
+            state.next += 1
+            state.closers[state.next] = close
+            return state.next
         }
-        if !accepted { Task { await socket.close() } }
-        return accepted
+    }
+
+    func unregister(_ token: Int) {
+        _ = state.withLock { $0.closers.removeValue(forKey: token) }
     }
 
     func closeAll() {
         let closers = state.withLock { state -> [@Sendable () async -> Void] in
             state.closing = true
             defer { state.closers.removeAll() }
-            return state.closers
+            return Array(state.closers.values)
         }
         Task {
-            for close in closers { await close() }
+            await withDiscardingTaskGroup { group in
+                for close in closers { group.addTask { await close() } }
+            }
         }
     }
 }

@@ -7,9 +7,11 @@ import Synchronization
 /// socket reports an event.
 ///
 /// A parked operation is an `attempt` (returns nil while it cannot complete)
-/// and a `completion`. Attempts of one socket are retried in the order they
-/// were parked, and a retry stops at the first that still cannot complete, so
-/// waiting operations complete in order.
+/// and a `completion`. Each socket has lanes (receiving, sending, accepting,
+/// connecting): attempts in one lane are retried in the order they were
+/// parked, and a retry stops at the first that still cannot complete, so
+/// waiting operations of a kind complete in order, while a receive that waits
+/// does not hold up a send.
 public final class SocketRuntime: Sendable {
     private let submitWork: @Sendable (@escaping @Sendable (Stack) -> Void) -> Void
     /// Touched only on the engine thread (inside submitted work and
@@ -39,12 +41,14 @@ public final class SocketRuntime: Sendable {
     /// again after each event of `socket`; then calls `completion` with its
     /// value, on the engine thread. If the wait is cancelled (`cancelWaits`),
     /// `completion` gets nil.
-    public func park<R: Sendable>(on socket: SocketID, _ attempt: @escaping @Sendable (Stack) -> R?,
+    public func park<R: Sendable>(on socket: SocketID, lane: WaitLane = .receive,
+                                  _ attempt: @escaping @Sendable (Stack) -> R?,
                                   then completion: @escaping @Sendable (R?) -> Void) {
+        let key = WaitKey(socket: socket, lane: lane)
         submitWork { [self] stack in
             let operations = parked.value
-            // Behind operations already waiting on this socket, to keep order.
-            if !operations.isWaiting(on: socket), let value = attempt(stack) {
+            // Behind operations already waiting in this lane, to keep order.
+            if !operations.isWaiting(on: key), let value = attempt(stack) {
                 completion(value)
                 return
             }
@@ -52,7 +56,7 @@ public final class SocketRuntime: Sendable {
                 completion(nil)
                 return
             }
-            operations.append(socket, ParkedOperation(
+            operations.append(key, ParkedOperation(
                 attempt: { stack in attempt(stack).map { value in { completion(value) } } },
                 cancel: { completion(nil) }))
         }
@@ -61,7 +65,9 @@ public final class SocketRuntime: Sendable {
     /// Ends every wait on `socket`: their completions get nil.
     public func cancelWaits(on socket: SocketID) {
         submitWork { [parked] _ in
-            for operation in parked.value.remove(socket) { operation.cancel() }
+            for lane in WaitLane.allCases {
+                for operation in parked.value.remove(WaitKey(socket: socket, lane: lane)) { operation.cancel() }
+            }
         }
     }
 
@@ -76,8 +82,10 @@ public final class SocketRuntime: Sendable {
     public func deliverEvents(_ stack: Stack) {
         let operations = parked.value
         while stack.hasSocketEvents {
-            for socket in stack.takeSocketEvents() where operations.isWaiting(on: socket) {
-                operations.retry(socket, stack)
+            for socket in stack.takeSocketEvents() {
+                for lane in WaitLane.allCases where operations.isWaiting(on: WaitKey(socket: socket, lane: lane)) {
+                    operations.retry(WaitKey(socket: socket, lane: lane), stack)
+                }
             }
         }
     }
@@ -92,20 +100,33 @@ private struct ParkedOperation {
     var cancel: () -> Void
 }
 
-/// Waiting operations by socket, in order. Engine thread only.
+/// What a parked operation waits for; each lane keeps its own order.
+public enum WaitLane: Sendable, CaseIterable {
+    case receive
+    case send
+    case accept
+    case connect
+}
+
+private struct WaitKey: Hashable {
+    var socket: SocketID
+    var lane: WaitLane
+}
+
+/// Waiting operations by socket and lane, in order. Engine thread only.
 private final class ParkedOperations {
-    private var waiting: [SocketID: [ParkedOperation]] = [:]
+    private var waiting: [WaitKey: [ParkedOperation]] = [:]
 
     var count: Int { waiting.values.reduce(0) { $0 + $1.count } }
 
-    func isWaiting(on socket: SocketID) -> Bool { waiting[socket] != nil }
+    func isWaiting(on key: WaitKey) -> Bool { waiting[key] != nil }
 
-    func append(_ socket: SocketID, _ operation: ParkedOperation) {
-        waiting[socket, default: []].append(operation)
+    func append(_ key: WaitKey, _ operation: ParkedOperation) {
+        waiting[key, default: []].append(operation)
     }
 
-    func remove(_ socket: SocketID) -> [ParkedOperation] {
-        waiting.removeValue(forKey: socket) ?? []
+    func remove(_ key: WaitKey) -> [ParkedOperation] {
+        waiting.removeValue(forKey: key) ?? []
     }
 
     func removeAll() -> [ParkedOperation] {
@@ -113,10 +134,10 @@ private final class ParkedOperations {
         return waiting.values.flatMap { $0 }
     }
 
-    /// Completes waiting operations of `socket` in order, up to the first
+    /// Completes waiting operations of one lane in order, up to the first
     /// that still cannot complete.
-    func retry(_ socket: SocketID, _ stack: Stack) {
-        guard var queue = waiting.removeValue(forKey: socket) else { return }
+    func retry(_ key: WaitKey, _ stack: Stack) {
+        guard var queue = waiting.removeValue(forKey: key) else { return }
         var completed = 0
         for operation in queue {
             guard let complete = operation.attempt(stack) else { break }
@@ -124,9 +145,9 @@ private final class ParkedOperations {
             complete()
         }
         queue.removeFirst(completed)
-        // A completion may have parked more on the same socket meanwhile.
-        if let added = waiting.removeValue(forKey: socket) { queue += added }
-        if !queue.isEmpty { waiting[socket] = queue }
+        // A completion may have parked more in the same lane meanwhile.
+        if let added = waiting.removeValue(forKey: key) { queue += added }
+        if !queue.isEmpty { waiting[key] = queue }
     }
 }
 

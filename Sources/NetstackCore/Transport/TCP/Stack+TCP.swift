@@ -93,6 +93,7 @@ extension Stack {
         connection.allocateBuffers(send: socket.options.sendBuffer, receive: socket.options.receiveBuffer)
         layer.tcp.entries[id] = .connection(connection)
         layer.tcp.connections[FourTuple(local: local, remote: remote)] = connection
+        counters.count(.tcpConnectionsOpened)
         tcpOutput(connection)
         schedule(connection)
     }

@@ -190,6 +190,7 @@ extension Stack {
         if connection.keepalive { connection.keepaliveDeadline = now + configuration.tcp.keepaliveIdle }
         if let parent = connection.parent, let listener = layer.tcp.listener(parent) {
             if wasHalfOpen { listener.halfOpen -= 1 }
+            counters.count(.tcpConnectionsAccepted)
             listener.acceptQueue.append(connection.id)
             signal(listener.id)
         }
@@ -277,6 +278,12 @@ extension Stack {
                 sendBareSegment(I.self, FourTuple(local: connection.local, remote: connection.remote),
                                 sequence: segment.acknowledgment, acknowledgment: SequenceNumber(0), flags: .rst)
                 return counters.drop(.tcpRejected)
+            }
+            // A full accept queue: ignore the ACK and stay half-open (the
+            // SYN-ACK is retransmitted, and a later ACK gets in), as Linux does.
+            if let parent = connection.parent, let listener = I.layer(of: self).tcp.listener(parent),
+               listener.acceptQueue.count >= listener.backlog {
+                return counters.drop(.tcpListenOverflow)
             }
             connection.sendUnacknowledged = connection.initialSendSequence + 1
             if connection.retransmissions == 0 { connection.rtt.sample(now - connection.lastSent) }

@@ -1,0 +1,300 @@
+import NetstackCore
+import NetstackTestSupport
+import NetstackWire
+import Testing
+
+/// TCP behaviours one at a time, between two stacks on the simulator.
+@Suite struct TCPBehaviourTests {
+    static let server = LinkedStacks.hostIPv4
+
+    /// Listens on the right stack and connects from the left; returns both ends.
+    func connect(_ simulation: Simulation, port: UInt16 = 5000) throws -> (client: SocketID, server: SocketID,
+                                                                           listener: SocketID) {
+        let listener = simulation.right.tcpOpen(IPv4.self)
+        try simulation.right.tcpBind(IPv4.self, listener, to: .any(port: port))
+        try simulation.right.tcpListen(IPv4.self, listener, backlog: 8)
+        let client = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, client, to: Endpoint(Self.server, port))
+        var accepted: SocketID?
+        simulation.run(for: .seconds(5)) { sim in
+            if accepted == nil { accepted = try? sim.right.tcpAccept(IPv4.self, listener) }
+            return accepted != nil && sim.left.tcpConnectStatus(IPv4.self, client) == .established
+        }
+        return (client, try #require(accepted), listener)
+    }
+
+    func send(_ stack: Stack, _ id: SocketID, _ bytes: [UInt8]) throws -> Int {
+        try bytes.withSpan { span throws(SocketError) in try stack.tcpSend(IPv4.self, id, span) }
+    }
+
+    func receive(_ stack: Stack, _ id: SocketID) throws -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        let result: Result<Int?, SocketError> = buffer.withUnsafeMutableBytes { bytes in
+            Result { () throws(SocketError) in try stack.tcpReceive(IPv4.self, id, into: bytes) }
+        }
+        return try result.get().map { Array(buffer[0..<$0]) }
+    }
+
+    func state(_ stack: Stack, _ id: SocketID) -> TCPState? {
+        stack.tcpSockets(IPv4.self).first { $0.id == id }?.state
+    }
+
+    @Test func simultaneousOpen() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 1)
+        let left = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpBind(IPv4.self, left, to: .any(port: 1111))
+        let right = simulation.right.tcpOpen(IPv4.self)
+        try simulation.right.tcpBind(IPv4.self, right, to: .any(port: 2222))
+        try simulation.left.tcpConnect(IPv4.self, left, to: Endpoint(Self.server, 2222))
+        try simulation.right.tcpConnect(IPv4.self, right, to: Endpoint(LinkedStacks.stackIPv4, 1111))
+        let done = simulation.run(for: .seconds(10)) { sim in
+            sim.left.tcpConnectStatus(IPv4.self, left) == .established
+                && sim.right.tcpConnectStatus(IPv4.self, right) == .established
+        }
+        #expect(done, "both sides established (RFC 9293 §3.5 figure 7)")
+        #expect(try send(simulation.left, left, [1, 2, 3]) == 3)
+        simulation.run(for: .seconds(1)) { sim in (try? sim.right.tcpReadable(IPv4.self, right)) ?? 0 > 0 }
+        #expect(try receive(simulation.right, right) == [1, 2, 3])
+    }
+
+    @Test func halfCloseThenTimeWait() throws {
+        var faults = LinkFaults()
+        faults.delay = .milliseconds(1)
+        let simulation = Simulation(faults: faults, seed: 2) { $0.tcp.timeWait = .seconds(4) }
+        let (client, server, _) = try connect(simulation)
+        // The client is done sending; the server keeps talking.
+        try simulation.left.tcpShutdown(IPv4.self, client, read: false, write: true)
+        var endOfStream = false
+        simulation.run(for: .seconds(1)) { sim in
+            if !endOfStream { endOfStream = (try? receive(sim.right, server)) == [] }
+            return endOfStream && state(sim.left, client) == .finWait2
+        }
+        #expect(state(simulation.right, server) == .closeWait)
+        #expect(state(simulation.left, client) == .finWait2)
+        #expect(try send(simulation.right, server, Array("still here".utf8)) == 10)
+        simulation.run(for: .seconds(1)) { sim in sim.left.tcpReadable(IPv4.self, client) > 0 }
+        #expect(try receive(simulation.left, client) == Array("still here".utf8))
+        // The server closes: the client, which closed first, waits in TIME-WAIT.
+        simulation.right.tcpClose(IPv4.self, server)
+        simulation.run(for: .seconds(1)) { sim in state(sim.left, client) == .timeWait }
+        #expect(state(simulation.left, client) == .timeWait)
+        #expect(try receive(simulation.left, client) == [], "end of stream")
+        let enteredTimeWait = simulation.now
+        simulation.left.tcpClose(IPv4.self, client)
+        simulation.run(for: .seconds(10)) { sim in sim.left.tcpSockets(IPv4.self).isEmpty }
+        #expect(simulation.left.tcpSockets(IPv4.self).isEmpty)
+        #expect(simulation.now - enteredTimeWait >= .seconds(4), "TIME-WAIT lasts 2·MSL")
+        #expect(simulation.right.tcpSockets(IPv4.self).count == 1, "only the listener is left")
+    }
+
+    @Test func connectToAClosedPortIsRefused() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 3)
+        let client = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, client, to: Endpoint(Self.server, 4444))
+        simulation.run(for: .seconds(5)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .inProgress }
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) == .failed(.connectionRefused))
+    }
+
+    @Test func connectTimesOutAfterItsRetries() throws {
+        let simulation = Simulation(faults: LinkFaults(loss: 1), seed: 4) { $0.tcp.synRetries = 2 }
+        let client = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, client, to: Endpoint(Self.server, 5000))
+        simulation.run(for: .seconds(60)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .inProgress }
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) == .failed(.timedOut))
+        // 1 s, then 2 s, then 4 s (RFC 6298 backoff) before giving up.
+        #expect(simulation.now >= .zero + .seconds(7) && simulation.now < .zero + .seconds(8))
+        #expect(simulation.left.counters[.tcpTimeouts] == 2)
+    }
+
+    /// The receiver stops reading: the window closes, the sender probes it and
+    /// loses nothing; when the receiver reads, the window update goes out at
+    /// once, not after a timer (the problem smoltcp has).
+    @Test func zeroWindowProbesAndImmediateWindowUpdate() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 5) {
+            $0.tcp.receiveBuffer = 64 * 1024
+            $0.tcp.sendBuffer = 256 * 1024
+        }
+        let (client, server, _) = try connect(simulation)
+        let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        var sent = 0
+        simulation.run(for: .seconds(30), step: { sim in
+            if sent < payload.count {
+                sent += (try? send(sim.left, client, Array(payload[sent...]))) ?? 0
+            }
+        }, until: { sim in sim.right.tcpReadable(IPv4.self, server) >= 64 * 1024 })
+        // Let the sender sit at the closed window for a while: it probes.
+        let probesBefore = simulation.left.counters[.tcpSegmentsSent]
+        simulation.run(for: .seconds(3)) { _ in false }
+        #expect(simulation.left.counters[.tcpSegmentsSent] > probesBefore, "zero-window probes")
+        // The buffer, plus at most the 128 bytes a window rounded up to the scale allows.
+        #expect((64 * 1024...64 * 1024 + 128).contains(simulation.right.tcpReadable(IPv4.self, server)))
+        // Read everything; the sender must resume within a round trip or so.
+        var received = try receive(simulation.right, server) ?? []
+        let readAt = simulation.now
+        let before = received.count
+        simulation.run(for: .seconds(1), step: { sim in
+            if sent < payload.count { sent += (try? send(sim.left, client, Array(payload[sent...]))) ?? 0 }
+        }, until: { sim in sim.right.tcpReadable(IPv4.self, server) > 0 })
+        #expect(simulation.now - readAt < .milliseconds(20), "resumed after \(simulation.now - readAt)")
+        simulation.run(for: .seconds(30), step: { sim in
+            if sent < payload.count { sent += (try? send(sim.left, client, Array(payload[sent...]))) ?? 0 }
+            received += (try? receive(sim.right, server) ?? []) ?? []
+        }, until: { _ in received.count == payload.count })
+        #expect(received == payload, "nothing lost or doubled across the closed window (\(before) first)")
+    }
+
+    @Test func closingWithUnreadDataResets() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 6)
+        let (client, server, _) = try connect(simulation)
+        _ = try send(simulation.left, client, [1, 2, 3, 4])
+        simulation.run(for: .seconds(1)) { sim in sim.right.tcpReadable(IPv4.self, server) == 4 }
+        simulation.right.tcpClose(IPv4.self, server)
+        simulation.run(for: .seconds(1)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .established }
+        #expect(throws: SocketError.connectionReset) { _ = try receive(simulation.left, client) }
+        #expect(simulation.right.counters[.tcpResetsSent] == 1)
+    }
+
+    @Test func keepaliveDetectsAVanishedPeer() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 7) {
+            $0.tcp.keepaliveIdle = .seconds(10)
+            $0.tcp.keepaliveInterval = .seconds(1)
+            $0.tcp.keepaliveProbes = 3
+        }
+        let (client, _, _) = try connect(simulation)
+        try simulation.left.tcpSetKeepalive(IPv4.self, client, true)
+        // A quiet but live peer answers the probes: the connection stays.
+        simulation.run(for: .seconds(25)) { _ in false }
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) == .established)
+        // The peer vanishes (its stack stops answering): probes go unanswered.
+        simulation.dropAll = true
+        let gone = simulation.now
+        simulation.run(for: .seconds(60)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .established }
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) != .established)
+        #expect(simulation.now - gone <= .seconds(15))
+    }
+
+    @Test func userTimeoutAbortsWhenNothingIsAcknowledged() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 8)
+        let (client, _, _) = try connect(simulation)
+        try simulation.left.tcpSetUserTimeout(IPv4.self, client, .seconds(3))
+        // The path goes dark with data in flight.
+        simulation.dropAll = true
+        _ = try send(simulation.left, client, [UInt8](repeating: 1, count: 1000))
+        let start = simulation.now
+        simulation.run(for: .seconds(30)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .established }
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) == .failed(.timedOut))
+        #expect(simulation.now - start >= .seconds(3) && simulation.now - start < .seconds(5))
+    }
+
+    @Test func nagleCoalescesSmallWritesUnlessNoDelay() throws {
+        for noDelay in [false, true] {
+            let simulation = Simulation(faults: LinkFaults(), seed: 10)
+            let (client, server, _) = try connect(simulation)
+            try simulation.left.tcpSetNoDelay(IPv4.self, client, noDelay)
+            let before = simulation.left.counters[.tcpSegmentsSent]
+            for _ in 0..<20 { _ = try send(simulation.left, client, [7]) }
+            simulation.run(for: .seconds(1)) { sim in sim.right.tcpReadable(IPv4.self, server) == 20 }
+            #expect(simulation.right.tcpReadable(IPv4.self, server) == 20)
+            let segments = simulation.left.counters[.tcpSegmentsSent] - before
+            if noDelay {
+                #expect(segments >= 20, "each write goes at once")
+            } else {
+                #expect(segments <= 3, "one byte out, the rest waits for its ACK: \(segments)")
+            }
+        }
+    }
+
+    /// A flood of SYNs fills the SYN queue; after that, SYN cookies keep
+    /// answering without keeping state, and a real client still connects.
+    @Test func synCookiesWhenTheSynQueueIsFull() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 11) { $0.tcp.synQueueLimit = 4 }
+        let listener = simulation.right.tcpOpen(IPv4.self)
+        try simulation.right.tcpBind(IPv4.self, listener, to: .any(port: 7))
+        try simulation.right.tcpListen(IPv4.self, listener, backlog: 8)
+        // Fifty connections from the left whose SYN-ACKs never come back:
+        // they stay half-open on the right, as a SYN flood's would.
+        // Resolve each other's link addresses first (a refused connection).
+        let probe = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, probe, to: Endpoint(Self.server, 1))
+        simulation.run(for: .seconds(1)) { sim in sim.left.tcpConnectStatus(IPv4.self, probe) != .inProgress }
+        simulation.dropToLeft = true
+        for port in 0..<50 {
+            let id = simulation.left.tcpOpen(IPv4.self)
+            try simulation.left.tcpBind(IPv4.self, id, to: .any(port: UInt16(20_000 + port)))
+            try simulation.left.tcpConnect(IPv4.self, id, to: Endpoint(Self.server, 7))
+        }
+        simulation.run(for: .milliseconds(50)) { _ in false }
+        let halfOpen = simulation.right.tcpSockets(IPv4.self).filter { $0.state == .synReceived }.count
+        #expect(halfOpen == 4, "the SYN queue holds \(halfOpen)")
+        #expect(simulation.right.counters[.tcpListenOverflow] == 46, "cookies answered the rest")
+        // A real client, while the queue is full: its SYN gets a cookie, and
+        // its ACK makes an established connection.
+        simulation.dropToLeft = false
+        let client = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, client, to: Endpoint(Self.server, 7))
+        var accepted: SocketID?
+        simulation.run(for: .seconds(2)) { sim in
+            if accepted == nil { accepted = try? sim.right.tcpAccept(IPv4.self, listener) }
+            return accepted != nil
+        }
+        #expect(accepted != nil)
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) == .established)
+        if let accepted {
+            _ = try send(simulation.left, client, Array("through a cookie".utf8))
+            simulation.run(for: .seconds(1)) { sim in sim.right.tcpReadable(IPv4.self, accepted) > 0 }
+            #expect(try receive(simulation.right, accepted) == Array("through a cookie".utf8))
+        }
+    }
+
+    /// RFC 5961 §3.2: a reset inside the window but not at RCV.NXT earns a
+    /// challenge ACK and the connection survives; one exactly at RCV.NXT ends it.
+    @Test func blindResetsAreChallenged() throws {
+        let host = HostFrames()
+        let driver = StackDriver()
+        let listener = driver.stack.tcpOpen(IPv4.self)
+        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
+        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        driver.receive(host.tcp(1234, 80, sequence: 1000, acknowledgment: 0, flags: .syn))
+        let synAck = try #require(driver.takeSent().compactMap { d -> TCPHeader? in
+            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
+        }.first)
+        let ours = synAck.sequenceNumber &+ 1
+        driver.receive(host.tcp(1234, 80, sequence: 1001, acknowledgment: ours, flags: .ack))
+        #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .established })
+        _ = driver.takeSent()
+        driver.receive(host.tcp(1234, 80, sequence: 1001 + 500, acknowledgment: ours, flags: .rst))
+        let challenge = driver.takeSent()
+        #expect(challenge.count == 1, "a challenge ACK")
+        #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .established })
+        driver.receive(host.tcp(1234, 80, sequence: 1001, acknowledgment: ours, flags: .rst))
+        #expect(!driver.stack.tcpSockets(IPv4.self).contains { $0.state == .established })
+        // A SYN on an established connection is challenged too (RFC 5961 §4).
+    }
+
+    @Test func listenBacklogOverflowDropsSYNsUntilAccepted() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 12)
+        let listener = simulation.right.tcpOpen(IPv4.self)
+        try simulation.right.tcpBind(IPv4.self, listener, to: .any(port: 9))
+        try simulation.right.tcpListen(IPv4.self, listener, backlog: 2)
+        let clients = try (0..<4).map { _ in
+            let id = simulation.left.tcpOpen(IPv4.self)
+            try simulation.left.tcpConnect(IPv4.self, id, to: Endpoint(Self.server, 9))
+            return id
+        }
+        simulation.run(for: .milliseconds(500)) { _ in false }
+        let waiting = simulation.right.tcpSockets(IPv4.self).first { $0.id == listener }?.receiveQueue
+        #expect(waiting == 2, "two fit the accept queue")
+        #expect(simulation.right.tcpSockets(IPv4.self).filter { $0.state == .synReceived }.count == 2,
+                "the others stay half-open")
+        #expect(simulation.right.counters[.tcpListenOverflow] >= 2)
+        // Accepting makes room; retransmitted SYNs get in.
+        var accepted = 0
+        simulation.run(for: .seconds(10)) { sim in
+            while (try? sim.right.tcpAccept(IPv4.self, listener)) ?? nil != nil { accepted += 1 }
+            return accepted == 4
+        }
+        #expect(accepted == 4)
+        #expect(clients.allSatisfy { simulation.left.tcpConnectStatus(IPv4.self, $0) == .established })
+    }
+}
