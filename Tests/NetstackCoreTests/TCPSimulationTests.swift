@@ -59,6 +59,8 @@ import Testing
         #expect(clientSide.error == nil && serverSide?.error == nil)
         #expect(clientSide.received == total && serverSide?.received == total)
         #expect(clientSide.mismatches == 0 && serverSide?.mismatches == 0)
+        // Segments with SACK options still fit the MTU: nothing is fragmented.
+        #expect(simulation.left.counters[.datagramsFragmented] == 0 && simulation.right.counters[.datagramsFragmented] == 0)
         let goodput = Double(2 * total * 8) / (Double(seconds) / 1e9) / 1e6
         print("simulation \(scenario.testDescription): \(2 * Self.megabytes) MiB in \(simulation.now) simulated, "
               + "goodput \(Int(goodput)) Mbit/s; lost \(simulation.framesLost), queue-dropped "

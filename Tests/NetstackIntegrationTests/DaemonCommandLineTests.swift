@@ -22,7 +22,7 @@ struct DaemonCommandLineTests {
     @Test func unknownKeyInTheConfigurationFile() throws {
         let path = "/tmp/netstackd-test-\(getpid())-unknown.toml"
         defer { unlink(path) }
-        FileManager.default.createFile(atPath: path, contents: Data("[interface]\nname = \"tap0\"\nspeed = 10\n".utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data("[interface]\nname = \"tap0\"\nspeed = 10\n".utf8))
         let (status, output) = try run("--config \(path)")
         #expect(status == 2)
         #expect(output.contains("interface.speed"), "\(output)")
@@ -37,7 +37,7 @@ struct DaemonCommandLineTests {
                               ("[daemon]\nlog-level = \"loud\"\n", "daemon.log-level"),
                               ("[nonsense]\n", "nonsense"),
                               ("[interface\n", "syntax")] {
-            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
             let (status, output) = try run("--config \(path)")
             #expect(status == 2, "\(text)")
             #expect(output.contains(field), "\(text): \(output)")

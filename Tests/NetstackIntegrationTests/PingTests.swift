@@ -64,7 +64,7 @@ struct PingTests {
         defer { unlink(config) }
         let text = embeddedConfigurationText().replacingOccurrences(of: "reassembly-memory = 4194304",
                                                                     with: "reassembly-memory = 1048576")
-        FileManager.default.createFile(atPath: config, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: config, contents: Data(text.utf8))
         let daemon = try DaemonProcess(in: namespace, arguments: ["--config", config])
         defer { daemon.stop() }
         #expect(namespace.execute("ping -c 1 -W 2 192.168.69.1").status == 0)

@@ -108,8 +108,8 @@ public final class DaemonProcess: @unchecked Sendable {
             throw TestShell.Failure(command: Self.binary, status: -1,
                                     output: "netstackd is not built; run scripts/test.sh, which builds it first")
         }
-        FileManager.default.createFile(atPath: standardOutputPath, contents: nil)
-        FileManager.default.createFile(atPath: standardErrorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: standardOutputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: standardErrorPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         process.arguments = ["netns", "exec", namespace.name, Self.binary] + arguments
         process.standardOutput = FileHandle(forWritingAtPath: standardOutputPath)
@@ -186,5 +186,54 @@ public final class DaemonProcess: @unchecked Sendable {
             if parts.count == 2, let value = UInt64(parts[1]) { counters[String(parts[0])] = value }
         }
         return counters
+    }
+}
+
+/// A shell command started by a test in the background inside a namespace
+/// (a flood, a long transfer), with its output in a file. `stop()` (or the
+/// value going away) ends it by its process id; the command should also
+/// bound itself (`timeout 10 ...`) so that nothing outlives a crashed test.
+public final class BackgroundCommand: @unchecked Sendable {
+    // @unchecked: the Process is used from the owning test only.
+    private let process = Process()
+    private let outputPath: String
+
+    /// Starts `sh -c COMMAND` in `namespace`. The shell `exec`s the last
+    /// command, so the process id is the command's own.
+    public init(in namespace: TestNamespace, _ command: String) throws {
+        outputPath = "/tmp/\(namespace.name)-background-\(UUID().uuidString.prefix(8)).out"
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace.name, "sh", "-c", "exec \(command)"]
+        let output = FileHandle(forWritingAtPath: outputPath)
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+    }
+
+    deinit {
+        stop()
+        unlink(outputPath)
+    }
+
+    public var isRunning: Bool { process.isRunning }
+    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for the command to end by itself; its exit status.
+    public func wait() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Ends the command (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    @discardableResult
+    public func stop() -> Int32 {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            for _ in 0..<100 where process.isRunning { usleep(50_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 }

@@ -76,8 +76,20 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case udpReceiveQueueFull
     /// A TCP segment for which no connection or listener exists (RST sent).
     case tcpNoSocket
-    /// A TCP segment rejected by the connection (unacceptable, old, bad flags).
+    /// A TCP segment rejected for its flags or addressing (no ACK in a
+    /// synchronized state, broadcast destination, SYN-ACK that acks nothing we sent).
     case tcpRejected
+    /// A TCP segment older than the peer's latest timestamp (PAWS, RFC 7323 §5).
+    case tcpPAWS
+    /// A TCP segment outside the receive window (RFC 9293 §3.10.7.4 first check).
+    case tcpOutOfWindow
+    /// A TCP segment acknowledging data never sent (RFC 9293 §3.10.7.4 fifth check).
+    case tcpAcknowledgesUnsent
+    /// A RST or SYN in the window but not exact, or an ACK too old: answered
+    /// with a challenge ACK (RFC 5961).
+    case tcpChallenged
+    /// TCP data that did not fit the receive buffer.
+    case tcpReceiveBufferFull
     /// A SYN dropped because the listen queue and SYN queue were full.
     case tcpListenOverflow
 
@@ -115,6 +127,11 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .udpReceiveQueueFull: "udp.receiveQueueFull"
         case .tcpNoSocket: "tcp.noSocket"
         case .tcpRejected: "tcp.rejected"
+        case .tcpPAWS: "tcp.paws"
+        case .tcpOutOfWindow: "tcp.outOfWindow"
+        case .tcpAcknowledgesUnsent: "tcp.acknowledgesUnsent"
+        case .tcpChallenged: "tcp.challenged"
+        case .tcpReceiveBufferFull: "tcp.receiveBufferFull"
         case .tcpListenOverflow: "tcp.listenOverflow"
         }
     }
@@ -131,6 +148,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case udpDatagramsReceived, udpDatagramsSent
     case tcpSegmentsReceived, tcpSegmentsSent, tcpRetransmissions, tcpResetsSent
     case tcpTimeouts, tcpFastRecoveries, tcpConnectionsOpened, tcpConnectionsAccepted
+    case tcpSynCookiesSent, tcpSynCookiesAccepted
 
     public var description: String {
         switch self {
@@ -162,6 +180,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpFastRecoveries: "tcp.fastRecoveries"
         case .tcpConnectionsOpened: "tcp.activeOpens"
         case .tcpConnectionsAccepted: "tcp.passiveOpens"
+        case .tcpSynCookiesSent: "tcp.synCookiesSent"
+        case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
         }
     }
 }

@@ -64,6 +64,7 @@ extension Stack {
             // Only a SYN cookie's completing ACK is welcome here.
             if !segment.hasSYN, configuration.tcp.synCookies,
                let connection = acceptCookie(listener, segment, tuple) {
+                counters.count(.tcpSynCookiesAccepted)
                 segmentArrives(connection, segment)
                 if connection.state != .closed {
                     tcpOutput(connection)
@@ -78,6 +79,7 @@ extension Stack {
         guard listener.acceptQueue.count < listener.backlog else { return counters.drop(.tcpListenOverflow) }
         guard listener.halfOpen < configuration.tcp.synQueueLimit else {
             guard configuration.tcp.synCookies else { return counters.drop(.tcpListenOverflow) }
+            counters.count(.tcpSynCookiesSent)
             return sendCookie(listener, segment, tuple)
         }
         let connection = makeConnection(I.self, id: makeSocketID(), state: .synReceived, local: tuple.local,
@@ -234,12 +236,12 @@ extension Stack {
            Int32(bitPattern: timestamp.value &- connection.recentTimestamp) < 0,
            now - connection.recentTimestampTime < .seconds(24 * 24 * 3600) {
             connection.acknowledgeNow = true
-            return counters.drop(.tcpRejected)
+            return counters.drop(.tcpPAWS)
         }
         let acceptance = sequenceAcceptance(connection, segment)
         if acceptance == .unacceptable {
             if !segment.hasRST { connection.acknowledgeNow = true }
-            return counters.drop(.tcpRejected)
+            return counters.drop(.tcpOutOfWindow)
         }
         // RFC 7323 §4.3: remember the timestamp of the segment the next ACK is for.
         if connection.timestampsEnabled, let timestamp = segment.options.timestamp,
@@ -293,7 +295,7 @@ extension Stack {
         let ack = segment.acknowledgment
         if ack - connection.sendMaximum > 0 {
             connection.acknowledgeNow = true
-            return counters.drop(.tcpRejected)
+            return counters.drop(.tcpAcknowledgesUnsent)
         }
         if connection.sendUnacknowledged - ack > max(connection.maximumSendWindow, connection.sendMSS) {
             return challengeAcknowledgment(connection)
@@ -366,7 +368,7 @@ extension Stack {
             connection.lastChallenge = now
             connection.acknowledgeNow = true
         }
-        counters.drop(.tcpRejected)
+        counters.drop(.tcpChallenged)
     }
 
     /// RFC 9293 §3.10.7.4 fifth check, with RFC 6298 timing, RFC 5681/6675
@@ -523,7 +525,7 @@ extension Stack {
         let length = min(payload.byteCount, connection.receiveBuffer.capacity - connection.receiveBuffer.count - offset)
         guard length > 0 else {
             connection.acknowledgeNow = true
-            return
+            return counters.drop(.tcpReceiveBufferFull)
         }
         let written = payload.extracting(0..<length).withUnsafeBytes { bytes in
             connection.receiveBuffer.write(bytes, at: connection.receiveBuffer.count + offset)

@@ -37,9 +37,12 @@ extension Stack {
             transmit(connection, next)
             acknowledged = true
         }
-        // A zero window with data waiting and nothing in flight: probe it
-        // (RFC 9293 §3.8.6.1).
-        if connection.sendWindow == 0, connection.sendBufferEnd - connection.sendNext > 0,
+        connection.sendWhatFits = false
+        // Data waiting, nothing in flight, and nothing could go: the window
+        // is closed (probe it, RFC 9293 §3.8.6.1) or too small for sender
+        // silly window avoidance (send what fits when the timer fires,
+        // RFC 9293 §3.8.6.2.1). Either way no ACK would come to move things.
+        if !acknowledged, connection.sendBufferEnd - connection.sendNext > 0,
            connection.flightSize == 0, connection.persistDeadline == nil {
             connection.persistDeadline = now + connection.rtt.timeout
         }
@@ -65,7 +68,7 @@ extension Stack {
         case .established, .closeWait, .finWait1, .closing, .lastAck: break
         default: return nil
         }
-        let mss = connection.sendMSS
+        let mss = connection.segmentPayloadLimit
         var budget = connection.congestion.window - (connection.sendNext - connection.sendUnacknowledged)
         if !connection.inRecovery && connection.duplicateAcknowledgments > 0 {
             // Limited Transmit (RFC 3042): a new segment for each of the first
@@ -107,7 +110,9 @@ extension Stack {
                 }
             }
             guard length > 0 else { return nil }
-            if !resending && length < mss {
+            if connection.sendWhatFits {
+                connection.sendWhatFits = false
+            } else if !resending && length < mss {
                 let everythingQueued = length == available
                 let nothingInFlight = connection.sendNext == connection.sendUnacknowledged
                 let halfWindow = connection.maximumSendWindow > 0 && length >= connection.maximumSendWindow / 2
@@ -197,7 +202,7 @@ extension Stack {
     func sendProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
         connection.probeDeadline = nil
         guard connection.flightSize > 0, !connection.inRecovery else { return }
-        let mss = connection.sendMSS
+        let mss = connection.segmentPayloadLimit
         let unsent = connection.sendBufferEnd - connection.sendMaximum
         let windowRoom = connection.sendUnacknowledged + connection.sendWindow - connection.sendMaximum
         let start: SequenceNumber
@@ -318,11 +323,21 @@ extension Stack {
         if isSYN {
             window = min(connection.receiveCapacity > 0 ? connection.receiveCapacity : connection.initialWindow, 65_535)
         } else {
-            // Never left of the edge already advertised: round the scaled
-            // field up rather than down (RFC 7323 §2.4, RFC 9293 §3.8.6.2.2).
+            // Never left of the edge already advertised (RFC 9293 §3.8.6.2.2):
+            // the scaled field rounds up, into the ring's slack, unless that
+            // would offer more than the ring holds. Rounding up again and
+            // again would creep the edge past the ring (every ACK of a filling
+            // window adds up to 2^shift − 1), so then it rounds down: the
+            // offered edge lies left of the one recorded by less than 2^shift,
+            // the retraction RFC 7323 §2.4 (and its Appendix F) says scaling
+            // causes and senders must tolerate. The recorded edge, which the
+            // acceptance test uses, does not move left.
             let bytes = max(connection.windowToAdvertise(), connection.advertisedWindow)
-            let unit = 1 << Int(connection.receiveWindowShift)
-            window = min((bytes + unit - 1) >> Int(connection.receiveWindowShift), 65_535)
+            let shift = Int(connection.receiveWindowShift)
+            let ringRoom = connection.receiveBuffer.capacity - connection.receiveBuffer.count
+            var units = (bytes + (1 << shift) - 1) >> shift
+            if units << shift > ringRoom { units = ringRoom >> shift }
+            window = min(units, 65_535)
         }
         if flags.contains(.rst) { window = 0 }
         var header = TCPHeader(sourcePort: connection.local.port, destinationPort: connection.remote.port,
@@ -352,7 +367,7 @@ extension Stack {
                 header.options.append(.timestamps(value: timestamp, echoReply: echo))
             }
             if acknowledges {
-                let blocks = connection.sackBlocks(limit: connection.timestampsEnabled ? 3 : 4)
+                let blocks = connection.sackBlocks(limit: connection.sackBlockLimit)
                 if !blocks.isEmpty {
                     header.options.append(.noOperation)
                     header.options.append(.noOperation)

@@ -80,13 +80,19 @@ extension Stack {
         connection.retransmitDeadline = now + connection.rtt.timeout
     }
 
-    /// The window is closed and data waits: ask for the window with a segment
-    /// just below it (the peer answers with an ACK), backing off each time.
-    /// The connection never gives up on a peer that answers (RFC 1122 §4.2.2.17).
+    /// Data waits and nothing is in flight. A window open but smaller than a
+    /// segment gets what fits. A closed one is asked for with a segment just
+    /// below it (the peer answers with an ACK), backing off each time; the
+    /// connection never gives up on a peer that answers (RFC 1122 §4.2.2.17).
     private func windowProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
         connection.persistDeadline = nil
-        guard connection.sendWindow == 0, connection.sendBufferEnd - connection.sendNext > 0 else {
+        guard connection.sendBufferEnd - connection.sendNext > 0, connection.flightSize == 0 else {
             connection.persistProbes = 0
+            return
+        }
+        guard connection.sendWindow == 0 else {
+            connection.persistProbes = 0
+            connection.sendWhatFits = true
             return
         }
         sendSegment(connection, flags: .ack, sequence: connection.sendUnacknowledged - 1, payload: 0..<0)

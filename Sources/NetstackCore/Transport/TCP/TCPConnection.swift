@@ -219,6 +219,10 @@ final class TCPConnection<I: IPVersion> {
     var retransmitImmediately = false
     /// Zero-window probes sent since the window closed.
     var persistProbes = 0
+    /// The persist timer found a window open but smaller than a segment, with
+    /// nothing in flight: send what fits (RFC 9293 §3.8.6.2.1's override of
+    /// sender silly window avoidance).
+    var sendWhatFits = false
 
     init(id: SocketID, state: TCPState, local: Endpoint<I>, remote: Endpoint<I>, initialSequence: SequenceNumber,
          timestampOffset: UInt32, settings: TCPSettings, sendMSS: Int, now: Instant) {
@@ -322,6 +326,20 @@ final class TCPConnection<I: IPVersion> {
         deadline = earliest(deadline, persistDeadline)
         deadline = earliest(deadline, keepaliveDeadline)
         return earliest(deadline, closeDeadline)
+    }
+
+    /// How many SACK blocks fit in a segment beside the other options
+    /// (RFC 2018 §3: four, three with timestamps).
+    var sackBlockLimit: Int { timestampsEnabled ? 3 : 4 }
+
+    /// The most data one segment may carry now: the send MSS less the SACK
+    /// option the segment will hold while data is out of order here, so that
+    /// header and options never push a segment past the path MTU (RFC 9293
+    /// §3.7.1: the MSS counts data only; options come out of it).
+    var segmentPayloadLimit: Int {
+        guard sackPermitted, !outOfOrder.isEmpty else { return sendMSS }
+        let blocks = min(outOfOrder.ranges.count, sackBlockLimit)
+        return sendMSS - (2 + 2 + 8 * blocks)
     }
 
     /// Up to `limit` SACK blocks for what is held out of order (RFC 2018 §4):
