@@ -5,6 +5,10 @@
 #
 #   scripts/bench.sh ping     median ping RTT: netstackd over a TAP vs the
 #                             Linux kernel over a veth pair, same run
+#   scripts/bench.sh tcp      TCP throughput host→stack (into discard) and
+#                             stack→host (out of chargen), the same nc/dd
+#                             pipelines against the Linux kernel over veth
+#                             (socat servers there); MIB=1024 by default
 #
 # In-memory benchmarks are `swift run -c release netstack-bench wire|core`.
 set -euo pipefail
@@ -61,6 +65,38 @@ ping)
     echo "  netstackd over TAP, IPv4   $stack"
     echo "  netstackd over TAP, IPv6   $stack6"
     echo "  Linux over veth, IPv4      $linux"
+    ;;
+tcp)
+    mib="${MIB:-1024}"
+    # Linux's side of the comparison: a discard and a chargen-like server.
+    # `ip netns exec` execs the server, so these are the servers' own pids.
+    ip netns exec "$veth_b" socat -u TCP-LISTEN:9,reuseaddr,fork OPEN:/dev/null >/dev/null 2>&1 &
+    discard_pid=$!
+    ip netns exec "$veth_b" socat -u OPEN:/dev/zero TCP-LISTEN:19,reuseaddr,fork >/dev/null 2>&1 &
+    source_pid=$!
+    sleep 0.5
+    # Seconds a pipeline takes, with 3 decimals.
+    timed() {
+        local start end
+        start=$(date +%s.%N)
+        "$@" >/dev/null 2>&1
+        end=$(date +%s.%N)
+        echo "$start $end" | awk '{ printf "%.3f", $2 - $1 }'
+    }
+    gbps() { echo "$mib $1" | awk '{ printf "%.2f", $1 * 8 * 1048576 / $2 / 1e9 }'; }
+    into() { timed ip netns exec "$1" sh -c "head -c ${mib}M /dev/zero | nc -N $2 9"; }
+    out_of() { timed ip netns exec "$1" sh -c "nc $2 19 </dev/null | head -c ${mib}M >/dev/null"; }
+    stack_in=$(into "$stack_ns" 192.168.69.1)
+    linux_in=$(into "$veth_a" 10.99.0.2)
+    stack_out=$(out_of "$stack_ns" 192.168.69.1)
+    linux_out=$(out_of "$veth_a" 10.99.0.2)
+    kill "$discard_pid" "$source_pid" 2>/dev/null || true
+    wait "$discard_pid" "$source_pid" 2>/dev/null || true
+    echo "TCP throughput, $mib MiB each way (Gbit/s; the same nc pipelines on both):"
+    printf '  host→stack (discard)   netstackd over TAP %6s   Linux over veth %6s   stack/Linux %s\n' \
+        "$(gbps "$stack_in")" "$(gbps "$linux_in")" "$(echo "$linux_in $stack_in" | awk '{ printf "%.2f", $1 / $2 }')"
+    printf '  stack→host (chargen)   netstackd over TAP %6s   Linux over veth %6s   stack/Linux %s\n' \
+        "$(gbps "$stack_out")" "$(gbps "$linux_out")" "$(echo "$linux_out $stack_out" | awk '{ printf "%.2f", $1 / $2 }')"
     ;;
 *)
     echo "bench.sh: unknown benchmark $what" >&2
