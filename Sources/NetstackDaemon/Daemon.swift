@@ -1,9 +1,11 @@
 import ArgumentParser
 import Glibc
 import Logging
+import Metrics
 import NetstackCore
 import NetstackIO
 import NetstackWire
+import Prometheus
 import ServiceLifecycle
 
 /// `netstackd`: parses the command line, opens the TAP device, and runs the
@@ -35,8 +37,12 @@ public enum Daemon {
             handler.logLevel = configuration.logLevel
             return handler
         }
+        // The services' middleware reports through swift-metrics into a
+        // Prometheus registry, which the exit summary prints.
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
         do {
-            try await run(configuration)
+            try await run(configuration, metrics: metrics)
             exit(0)
         } catch let error as StartupError {
             fail("\(error)", status: 2)
@@ -69,7 +75,7 @@ public enum Daemon {
     }
 
     /// Runs the daemon until a stop signal.
-    public static func run(_ configuration: DaemonConfiguration) async throws {
+    public static func run(_ configuration: DaemonConfiguration, metrics: PrometheusCollectorRegistry? = nil) async throws {
         let logger = Logger(label: "netstackd")
         let device = try openDevice(configuration)
         let capture: PcapWriter?
@@ -83,7 +89,7 @@ public enum Daemon {
                           seed: system.next())
         let engine = try Engine(stack: stack, device: device, capture: capture, logger: logger,
                                 statisticsInterval: configuration.statisticsInterval)
-        let service = EngineService(engine: engine, configuration: configuration, logger: logger)
+        let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
         let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger)
         // Shutdown goes in reverse: the services close their sockets, then the engine stops.
         let group = ServiceGroup(configuration: .init(services: [.init(service: service), .init(service: builtins)],
@@ -99,6 +105,7 @@ public enum Daemon {
 struct EngineService: ServiceLifecycle.Service {
     let engine: Engine<TapDevice>
     let configuration: DaemonConfiguration
+    let metrics: PrometheusCollectorRegistry?
     let logger: Logger
 
     func run() async throws {
@@ -123,6 +130,11 @@ struct EngineService: ServiceLifecycle.Service {
         // The thread has ended: the stack is ours to read.
         let summary = Engine<TapDevice>.summary(engine.stack.counters)
         writeStandardError("netstackd: stopped; counters: \(summary)\n")
+        if let metrics {
+            // Counters, meters and histogram totals; the buckets would be noise here.
+            let lines = metrics.emitToString().split(separator: "\n").filter { !$0.contains("_bucket") && !$0.hasPrefix("#") }
+            writeStandardError("netstackd: metrics:\n" + lines.map { "  \($0)\n" }.joined())
+        }
         if let error = failure.error { throw error }
     }
 

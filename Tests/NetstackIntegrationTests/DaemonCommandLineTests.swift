@@ -36,6 +36,9 @@ struct DaemonCommandLineTests {
                               ("[interface]\naddresses = [\"fdaa::1/129\"]\n", "interface.addresses"),
                               ("[daemon]\nlog-level = \"loud\"\n", "daemon.log-level"),
                               ("[nonsense]\n", "nonsense"),
+                              ("[services.echo]\nmax-connections = 0\n", "services.echo.max-connections"),
+                              ("[services.echo]\noverflow = \"drop\"\n", "services.echo.overflow"),
+                              ("[services.echo]\nidle-timeout = -1\n", "services.echo.idle-timeout"),
                               ("[interface\n", "syntax")] {
             _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
             let (status, output) = try run("--config \(path)")

@@ -176,6 +176,20 @@ public final class DaemonProcess: @unchecked Sendable {
         return 0
     }
 
+    /// The metric lines printed after "metrics:" on exit (after `stop()`),
+    /// keyed by name and labels as Prometheus writes them:
+    /// `netstack_service_connections_calls_total{service="echo",transport="tcp"}`.
+    public var finalMetrics: [String: Double] {
+        guard let start = standardError.range(of: "netstackd: metrics:\n") else { return [:] }
+        var metrics: [String: Double] = [:]
+        for line in standardError[start.upperBound...].split(separator: "\n") {
+            guard line.hasPrefix("  "), let space = line.lastIndex(of: " "),
+                  let value = Double(line[line.index(after: space)...]) else { break }
+            metrics[line[..<space].trimmingCharacters(in: .whitespaces)] = value
+        }
+        return metrics
+    }
+
     /// The counters of the "stopped; counters: ..." line (after `stop()`).
     public var finalCounters: [String: UInt64] {
         guard let line = standardError.split(separator: "\n").last(where: { $0.contains("stopped; counters:") })

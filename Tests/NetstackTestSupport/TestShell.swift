@@ -7,6 +7,11 @@ public enum TestShell {
         public let status: Int32
         public let output: String
         public var description: String { "`\(command)` exited with \(status): \(output)" }
+        public init(command: String, status: Int32, output: String) {
+            self.command = command
+            self.status = status
+            self.output = output
+        }
     }
 
     /// Runs `command` with `/bin/sh -c` and returns its standard output and

@@ -112,6 +112,24 @@ public enum ConfigurationFile {
                         setting.transports.insert(transport)
                     }
                 }
+                if let limit = try section.int("max-connections") {
+                    guard limit >= 1 else { throw section.error("max-connections", "\(limit) is less than 1") }
+                    setting.maxConnections = limit
+                }
+                if let name = try section.string("overflow") {
+                    guard let overflow = OverflowPolicy(rawValue: name) else {
+                        throw section.error("overflow", "\"\(name)\" is not one of wait, refuse")
+                    }
+                    setting.overflow = overflow
+                }
+                if let seconds = try section.int("idle-timeout") {
+                    guard seconds >= 0 else { throw section.error("idle-timeout", "\(seconds) is negative") }
+                    setting.idleTimeout = seconds == 0 ? nil : .seconds(seconds)
+                }
+                if let rate = try section.int("rate-limit") {
+                    guard rate >= 0 else { throw section.error("rate-limit", "\(rate) is negative") }
+                    setting.rateLimit = rate == 0 ? nil : Double(rate)
+                }
                 try section.finish()
                 configuration.services.append(setting)
             }

@@ -47,9 +47,23 @@ icmp-error-burst = 50
 # Built-in services (RFC 862 echo, RFC 863 discard, RFC 867 daytime, RFC 864
 # chargen), each on its port over the listed transports, on every address of
 # both IP versions. Remove a section to turn the service off.
+#
+# Each service runs inside a middleware stack (logging, metrics, rate limit,
+# connection limit, idle timeout); its limits are optional keys, shown here
+# for echo with their defaults:
+#   max-connections  TCP connections served at once (IPv4 and IPv6 together)
+#   overflow         "wait": a connection over the limit waits for a slot
+#                    (at most 128 wait; more are reset); "refuse": it is reset
+#   idle-timeout     seconds a TCP connection may move no byte; 0: forever
+#   rate-limit       new TCP connections or UDP datagrams per second; 0: no
+#                    limit. Connections over the rate wait, datagrams are dropped.
 [services.echo]
 port = 7
 transports = ["udp", "tcp"]
+max-connections = 256
+overflow = "wait"
+idle-timeout = 300
+rate-limit = 0
 
 [services.discard]
 port = 9

@@ -1,28 +1,40 @@
 import Logging
 import NetstackCore
 import NetstackIO
+import NetstackService
 import NetstackSockets
 import ServiceLifecycle
 import Synchronization
 
 /// The configured built-in services, each a socket inside the stack served by
-/// its own worker. Runs until graceful shutdown, which closes the sockets.
+/// its own worker, and each request (a TCP connection or a UDP datagram)
+/// passed through the service's middleware stack. Runs until graceful
+/// shutdown, which closes the sockets.
 struct BuiltinServices: ServiceLifecycle.Service {
     let settings: [ServiceSetting]
     let sockets: SocketRuntime
     let logger: Logger
+
+    /// Connections accepted beyond `max-connections` that may wait for a
+    /// slot; more are reset (this bounds the tasks a connection flood makes).
+    static let waitingConnections = 128
 
     func run() async throws {
         let open = OpenSockets()
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for setting in settings where setting.transports.contains(.udp) {
-                    group.addTask { await serveUDP(setting, IPv4.self, open) }
-                    group.addTask { await serveUDP(setting, IPv6.self, open) }
+                    let stack = ServiceStacks.datagrams(setting, logger: logger)
+                    group.addTask { await serveUDP(setting, stack, IPv4.self, open) }
+                    group.addTask { await serveUDP(setting, stack, IPv6.self, open) }
                 }
                 for setting in settings where setting.transports.contains(.tcp) {
-                    group.addTask { await serveTCP(setting, IPv4.self, open) }
-                    group.addTask { await serveTCP(setting, IPv6.self, open) }
+                    // One stack for both IP versions: the limits count both.
+                    let stack = ServiceStacks.connections(setting, logger: logger)
+                    let admission = LoadShed(inner: ConcurrencyLimit(
+                        inner: stack, limit: setting.maxConnections + Self.waitingConnections))
+                    group.addTask { await serveTCP(setting, admission, IPv4.self, open) }
+                    group.addTask { await serveTCP(setting, admission, IPv6.self, open) }
                 }
             }
         } onGracefulShutdown: {
@@ -30,8 +42,10 @@ struct BuiltinServices: ServiceLifecycle.Service {
         }
     }
 
-    /// One UDP service on one IP version: answer each datagram as the service says.
-    private func serveUDP<I: IPVersion>(_ setting: ServiceSetting, _ version: I.Type, _ open: OpenSockets) async {
+    /// One UDP service on one IP version: each datagram through the stack,
+    /// the answer (if any) back to its source.
+    private func serveUDP<I: IPVersion>(_ setting: ServiceSetting, _ stack: ServiceStacks.DatagramService,
+                                        _ version: I.Type, _ open: OpenSockets) async {
         let socket = await DatagramSocket<I>.open(sockets)
         guard open.register({ await socket.close() }) != nil else { return }
         do {
@@ -50,13 +64,9 @@ struct BuiltinServices: ServiceLifecycle.Service {
             } catch {
                 continue
             }
-            let answer: [UInt8]? = switch setting.kind {
-            case .echo: datagram.payload
-            case .discard: nil
-            case .daytime: SmallServers.daytime()
-            case .chargen: SmallServers.chargenDatagram()
-            }
-            guard let answer else { continue }
+            // A datagram the stack refuses (over the rate) is dropped; the
+            // metrics count it.
+            guard let answer = try? await stack.call(datagram.payload) else { continue }
             do {
                 try await socket.send(answer, to: datagram.source)
             } catch {
@@ -66,8 +76,10 @@ struct BuiltinServices: ServiceLifecycle.Service {
     }
 
     /// One TCP service on one IP version: a listener, and a task per
-    /// accepted connection doing what the service does.
-    private func serveTCP<I: IPVersion>(_ setting: ServiceSetting, _ version: I.Type, _ open: OpenSockets) async {
+    /// accepted connection passing through the stack.
+    private func serveTCP<I: IPVersion, S: NetstackService.Service & Sendable>(
+        _ setting: ServiceSetting, _ stack: S, _ version: I.Type, _ open: OpenSockets
+    ) async where S.Request == ServedConnection, S.Response == ConnectionOutcome {
         let listener = await StreamSocket<I>.open(sockets)
         guard open.register({ await listener.close() }) != nil else { return }
         do {
@@ -91,8 +103,14 @@ struct BuiltinServices: ServiceLifecycle.Service {
                     return
                 }
                 group.addTask {
-                    await SmallServers.serve(setting.kind, connection)
-                    await connection.close()
+                    let peer = (try? await connection.remoteEndpoint()).flatMap { $0.map { "\($0)" } } ?? "?"
+                    do {
+                        _ = try await stack.call(ServedConnection(connection, peer: peer))
+                        await connection.close()
+                    } catch {
+                        // Refused, idle, reset or vanished: nothing more to say to it.
+                        await connection.abort()
+                    }
                     open.unregister(token)
                 }
             }

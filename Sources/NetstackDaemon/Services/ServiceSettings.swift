@@ -24,11 +24,30 @@ public enum TransportKind: String, CaseIterable, Sendable, Hashable {
     case tcp
 }
 
-/// One built-in service as configured: which, on which port, over what.
+/// What happens to a TCP connection that arrives while a service already
+/// serves its `max-connections`.
+public enum OverflowPolicy: String, CaseIterable, Sendable, Hashable {
+    /// It is accepted and waits (in arrival order) for a connection to end.
+    case wait
+    /// It is reset at once.
+    case refuse
+}
+
+/// One built-in service as configured: which, on which port, over what, and
+/// the limits of the middleware stack around it.
 public struct ServiceSetting: Sendable, Hashable {
     public var kind: BuiltinServiceKind
     public var port: UInt16
     public var transports: Set<TransportKind>
+    /// TCP connections served at once.
+    public var maxConnections: Int = 256
+    public var overflow: OverflowPolicy = .wait
+    /// A TCP connection that moves no byte for this long is reset; nil: never.
+    public var idleTimeout: Duration? = .seconds(300)
+    /// New TCP connections, or UDP datagrams, per second (a token bucket
+    /// with a burst of one second's worth); nil: no limit. Connections over
+    /// the rate wait; datagrams over it are dropped.
+    public var rateLimit: Double?
 
     public init(kind: BuiltinServiceKind, port: UInt16? = nil, transports: Set<TransportKind>) {
         self.kind = kind

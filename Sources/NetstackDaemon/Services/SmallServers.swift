@@ -1,6 +1,6 @@
 import Glibc
 import NetstackCore
-import NetstackSockets
+import NetstackService
 
 /// What the small servers say.
 enum SmallServers {
@@ -34,44 +34,6 @@ enum SmallServers {
         }
         return Array(bytes.prefix(length))
     }
-}
-
-extension SmallServers {
-    /// One connection of a TCP service, until it is done.
-    static func serve<I: IPVersion>(_ kind: BuiltinServiceKind, _ connection: StreamSocket<I>) async {
-        do throws(SocketError) {
-            switch kind {
-            case .echo:
-                // RFC 862: send back what arrives; finish when the client does.
-                while true {
-                    let chunk = try await connection.receive()
-                    if chunk.isEmpty { break }
-                    try await connection.send(chunk)
-                }
-                try await connection.shutdown()
-            case .discard:
-                // RFC 863: read and drop until the client finishes.
-                while try await !connection.receive().isEmpty {}
-            case .daytime:
-                // RFC 867: the time, then close.
-                try await connection.send(daytime())
-                try await connection.shutdown()
-            case .chargen:
-                // RFC 864: characters until the client goes away; what it
-                // sends is read and dropped meanwhile.
-                let reader = try await connection.clone()
-                let drain = Task {
-                    while let chunk = try? await reader.receive(), !chunk.isEmpty {}
-                    await reader.close()
-                }
-                defer { drain.cancel() }
-                let block = chargenBlock
-                while true { try await connection.send(block) }
-            }
-        } catch {
-            // The client reset or vanished; closing is all that is left.
-        }
-    }
 
     /// 95 lines of the chargen pattern (one whole rotation), repeated to about
     /// 64 KiB, so that sending needs no work per line.
@@ -79,4 +41,68 @@ extension SmallServers {
         let rotation = (0..<95).flatMap { chargenLine($0) }
         return Array(repeating: rotation, count: 9).flatMap { $0 }
     }()
+}
+
+/// A built-in service over UDP: a datagram's payload to the answer, if any.
+struct SmallDatagramServer: Service, Sendable {
+    let kind: BuiltinServiceKind
+
+    func call(_ payload: [UInt8]) async throws -> [UInt8]? {
+        switch kind {
+        case .echo: payload
+        case .discard: nil
+        case .daytime: SmallServers.daytime()
+        case .chargen: SmallServers.chargenDatagram()
+        }
+    }
+}
+
+/// A built-in service over TCP: one connection, served until it is done.
+/// Throws when the peer resets or vanishes.
+struct SmallStreamServer: Service, Sendable {
+    let kind: BuiltinServiceKind
+
+    func call(_ connection: ServedConnection) async throws -> ConnectionOutcome {
+        var outcome = ConnectionOutcome()
+        switch kind {
+        case .echo:
+            // RFC 862: send back what arrives; finish when the client does.
+            while true {
+                let chunk = try await connection.receive()
+                if chunk.isEmpty { break }
+                outcome.received += chunk.count
+                try await connection.send(chunk)
+                outcome.sent += chunk.count
+            }
+            try await connection.shutdown()
+        case .discard:
+            // RFC 863: read and drop until the client finishes.
+            while true {
+                let chunk = try await connection.receive()
+                if chunk.isEmpty { break }
+                outcome.received += chunk.count
+            }
+        case .daytime:
+            // RFC 867: the time, then close.
+            let time = SmallServers.daytime()
+            try await connection.send(time)
+            outcome.sent = time.count
+            try await connection.shutdown()
+        case .chargen:
+            // RFC 864: characters until the client goes away (which ends
+            // this with the error of the failed send); what it sends is read
+            // and dropped meanwhile.
+            let reader = try await connection.clone()
+            let drain = Task {
+                while let chunk = try? await reader.receive(), !chunk.isEmpty {}
+            }
+            defer { drain.cancel() }
+            let block = SmallServers.chargenBlock
+            while true {
+                try await connection.send(block)
+                outcome.sent += block.count
+            }
+        }
+        return outcome
+    }
 }
