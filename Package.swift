@@ -19,7 +19,10 @@ let package = Package(
         .library(name: "NetstackIO", targets: ["NetstackIO"]),
         .library(name: "NetstackService", targets: ["NetstackService"]),
         .library(name: "NetstackSockets", targets: ["NetstackSockets"]),
+        .library(name: "NetstackControl", targets: ["NetstackControl"]),
+        .library(name: "NetstackClient", targets: ["NetstackClient"]),
         .executable(name: "netstackd", targets: ["netstackd"]),
+        .executable(name: "netstackctl", targets: ["netstackctl"]),
         .executable(name: "netstack-bench", targets: ["netstack-bench"]),
     ],
     dependencies: [
@@ -58,8 +61,11 @@ let package = Package(
                 swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
         .target(name: "NetstackSockets", dependencies: ["NetstackWire", "NetstackCore", "NetstackIO"],
                 swiftSettings: lifetimes + crossModule + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
+        // The control protocol (shared by daemon and clients) and the client library.
+        .target(name: "NetstackControl"),
+        .target(name: "NetstackClient", dependencies: ["NetstackControl"]),
         .target(name: "NetstackDaemon",
-                dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "NetstackSockets", "NetstackService",
+                dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "NetstackSockets", "NetstackService", "NetstackControl",
                                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "Prometheus", package: "swift-prometheus"),
@@ -70,6 +76,9 @@ let package = Package(
 
         // Executables.
         .executableTarget(name: "netstackd", dependencies: ["NetstackDaemon"], swiftSettings: crossModule),
+        .executableTarget(name: "netstackctl",
+                          dependencies: ["NetstackClient", "NetstackControl",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "netstack-bench",
                           dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "CMallocCounter"],
                           swiftSettings: lifetimes + crossModule),
@@ -94,7 +103,7 @@ let package = Package(
                     dependencies: ["NetstackSockets", "NetstackCore", "NetstackIO", "NetstackWire", "NetstackTestSupport"],
                     swiftSettings: lifetimes),
         .testTarget(name: "NetstackIntegrationTests",
-                    dependencies: ["NetstackWire", "NetstackCore", "NetstackTestSupport"],
+                    dependencies: ["NetstackWire", "NetstackCore", "NetstackTestSupport", "NetstackClient", "NetstackControl"],
                     swiftSettings: lifetimes),
         .testTarget(name: "NetstackServiceTests",
                     dependencies: ["NetstackService",

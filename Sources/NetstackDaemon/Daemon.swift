@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import NetstackCore
 import NetstackIO
+import NetstackService
 import NetstackWire
 import Prometheus
 import ServiceLifecycle
@@ -91,8 +92,21 @@ public enum Daemon {
                                 statisticsInterval: configuration.statisticsInterval)
         let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
         let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger)
-        // Shutdown goes in reverse: the services close their sockets, then the engine stops.
-        let group = ServiceGroup(configuration: .init(services: [.init(service: service), .init(service: builtins)],
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service), .init(service: builtins)]
+        if let path = configuration.controlSocket {
+            let clients = ControlClients()
+            let queries = ServiceBuilder
+                .layer(LoggingLayer(logger: logger, name: "control query"))
+                .layer(MetricsLayer(name: "netstack_control_queries"))
+                .layer(ConcurrencyLimitLayer(limit: 4))
+                .service(ControlQueries(engine: engine, configuration: configuration, metrics: metrics, clients: clients))
+            let context = ControlContext(runtime: engine.sockets, clients: clients, queries: AnySendableService(queries))
+            services.append(.init(service: try ControlServer(path: path, group: configuration.controlGroup,
+                                                             context: context, logger: logger)))
+        }
+        // Shutdown goes in reverse: control clients and services close their
+        // sockets, then the engine stops.
+        let group = ServiceGroup(configuration: .init(services: services,
                                                       gracefulShutdownSignals: [.sigterm, .sigint],
                                                       logger: logger))
         try await group.run()

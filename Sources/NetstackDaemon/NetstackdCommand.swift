@@ -35,6 +35,9 @@ public struct NetstackdCommand: ParsableCommand {
     @Option(name: .long, help: "Write every frame in and out to this pcap file.")
     var pcap: String?
 
+    @Option(name: .long, help: "The control socket's path (\"\" for none).")
+    var controlSocket: String?
+
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level?
 
@@ -64,6 +67,7 @@ public struct NetstackdCommand: ParsableCommand {
         if let mtu { configuration.mtu = mtu }
         if let pcap { configuration.pcap = pcap }
         if let logLevel { configuration.logLevel = logLevel }
+        if let controlSocket { configuration.controlSocket = controlSocket.isEmpty ? nil : controlSocket }
         do {
             try configuration.validate()
         } catch {

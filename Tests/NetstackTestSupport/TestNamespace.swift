@@ -111,7 +111,10 @@ public final class DaemonProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: standardOutputPath, contents: nil)
         _ = FileManager.default.createFile(atPath: standardErrorPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace.name, Self.binary] + arguments
+        // Each daemon gets a control socket of its own, so that tests run side by side.
+        controlSocket = arguments.firstIndex(of: "--control-socket").map { arguments[$0 + 1] } ?? base + ".sock"
+        let control = arguments.contains("--control-socket") ? [] : ["--control-socket", controlSocket]
+        process.arguments = ["netns", "exec", namespace.name, Self.binary] + arguments + control
         process.standardOutput = FileHandle(forWritingAtPath: standardOutputPath)
         process.standardError = FileHandle(forWritingAtPath: standardErrorPath)
         try process.run()
@@ -128,6 +131,18 @@ public final class DaemonProcess: @unchecked Sendable {
     }
 
     public var pid: Int32 { process.processIdentifier }
+    /// The daemon's control socket.
+    public let controlSocket: String
+
+    /// `netstackctl`, built next to the daemon.
+    public static var controlTool: String {
+        URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("netstackctl").path
+    }
+
+    /// Runs `netstackctl ARGUMENTS --socket <this daemon's>` (a shell command line).
+    public func control(_ arguments: String) throws -> String {
+        try TestShell.run("\(Self.controlTool) \(arguments) --socket \(controlSocket)")
+    }
     public var isRunning: Bool { process.isRunning }
 
     public var standardOutput: String { (try? String(contentsOfFile: standardOutputPath, encoding: .utf8)) ?? "" }
@@ -208,8 +223,11 @@ public final class DaemonProcess: @unchecked Sendable {
 /// value going away) ends it by its process id; the command should also
 /// bound itself (`timeout 10 ...`) so that nothing outlives a crashed test.
 public final class BackgroundCommand: @unchecked Sendable {
-    // @unchecked: the Process is used from the owning test only.
-    private let process = Process()
+    // @unchecked: the process id and status are used from the owning test only.
+    // posix_spawn and waitpid rather than Foundation's Process, whose waits
+    // hang when called from an async test.
+    private var pid: pid_t = 0
+    private var status: Int32?
     private let outputPath: String
 
     /// Starts `sh -c COMMAND` in `namespace`. The shell `exec`s the last
@@ -217,12 +235,12 @@ public final class BackgroundCommand: @unchecked Sendable {
     public init(in namespace: TestNamespace, _ command: String) throws {
         outputPath = "/tmp/\(namespace.name)-background-\(UUID().uuidString.prefix(8)).out"
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace.name, "sh", "-c", "exec \(command)"]
-        let output = FileHandle(forWritingAtPath: outputPath)
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
+        let arguments = ["/usr/sbin/ip", "netns", "exec", namespace.name, "sh", "-c",
+                         "exec >\(outputPath) 2>&1; exec \(command)"]
+        var argv = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let result = posix_spawn(&pid, "/usr/sbin/ip", nil, nil, &argv, environ)
+        guard result == 0 else { throw TestShell.Failure(command: command, status: result, output: "posix_spawn failed") }
     }
 
     deinit {
@@ -230,24 +248,30 @@ public final class BackgroundCommand: @unchecked Sendable {
         unlink(outputPath)
     }
 
-    public var isRunning: Bool { process.isRunning }
+    public var isRunning: Bool { reap(block: false) == nil }
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
-    /// Waits for the command to end by itself; its exit status.
-    public func wait() -> Int32 {
-        process.waitUntilExit()
-        return process.terminationStatus
+    /// The exit status once the process has ended (waiting for it if `block`).
+    private func reap(block: Bool) -> Int32? {
+        if let status { return status }
+        var raw: Int32 = 0
+        let result = waitpid(pid, &raw, block ? 0 : WNOHANG)
+        guard result == pid else { return result < 0 ? -1 : nil }
+        status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        return status
     }
+
+    /// Waits for the command to end by itself; its exit status.
+    public func wait() -> Int32 { reap(block: true) ?? -1 }
 
     /// Ends the command (SIGTERM, then SIGKILL after 5 s) and waits for it.
     @discardableResult
     public func stop() -> Int32 {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            for _ in 0..<100 where process.isRunning { usleep(50_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if isRunning {
+            kill(pid, SIGTERM)
+            for _ in 0..<100 where isRunning { usleep(50_000) }
+            if isRunning { kill(pid, SIGKILL) }
         }
-        process.waitUntilExit()
-        return process.terminationStatus
+        return wait()
     }
 }

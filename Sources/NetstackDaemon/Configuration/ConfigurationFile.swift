@@ -81,6 +81,14 @@ public enum ConfigurationFile {
             }
             try daemon.finish()
         }
+        if var control = try top.section("control") {
+            if let path = try control.string("socket") { configuration.controlSocket = path.isEmpty ? nil : path }
+            if let name = try control.string("group") {
+                guard let group = getgrnam(name) else { throw control.error("group", "no group is named \"\(name)\"") }
+                configuration.controlGroup = group.pointee.gr_gid
+            }
+            try control.finish()
+        }
         if var ipv6 = try top.section("ipv6") {
             if let transmits = try ipv6.int("dad-transmits") { configuration.dadTransmits = transmits }
             if let solicitations = try ipv6.int("router-solicitations") {

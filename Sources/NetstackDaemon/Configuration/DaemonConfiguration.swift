@@ -26,6 +26,11 @@ public struct DaemonConfiguration: Sendable {
     public var icmpErrorBurst = 50
     /// The built-in services to run.
     public var services: [ServiceSetting] = []
+    /// The control socket's path; nil: no control socket.
+    public var controlSocket: String? = "/run/netstackd.sock"
+    /// A group whose members (by primary gid) may use the control socket,
+    /// which is then mode 0660 instead of 0600.
+    public var controlGroup: UInt32?
 
     public init() {}
 

@@ -29,6 +29,14 @@ log-level = "info"
 # Seconds between counter summaries at log level info; 0 turns them off.
 statistics-interval = 10
 
+[control]
+# The Unix-domain socket local programs (netstackctl, NetstackClient) use;
+# "" turns it off. It is mode 0600: root and the daemon's user may connect.
+socket = "/run/netstackd.sock"
+# A group whose members (by primary group) may connect too; the socket is
+# then mode 0660 and owned by it.
+# group = "netstack"
+
 [ipv6]
 # Duplicate address detection probes per address (RFC 4862); 0 turns it off.
 dad-transmits = 1

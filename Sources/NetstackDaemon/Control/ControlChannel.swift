@@ -1,0 +1,126 @@
+import NetstackControl
+import NetstackCore
+import NetstackIO
+import NetstackSockets
+
+/// The socket a control connection speaks for, once it opened or joined one.
+enum ControlChannel: Sendable {
+    case stream4(StreamSocket<IPv4>)
+    case stream6(StreamSocket<IPv6>)
+    case datagram4(DatagramSocket<IPv4>)
+    case datagram6(DatagramSocket<IPv6>)
+
+    static func open(_ family: IPFamily, _ kind: SocketKind, _ runtime: SocketRuntime) async -> ControlChannel {
+        switch (family, kind) {
+        case (.ipv4, .stream): .stream4(await StreamSocket<IPv4>.open(runtime))
+        case (.ipv6, .stream): .stream6(await StreamSocket<IPv6>.open(runtime))
+        case (.ipv4, .datagram): .datagram4(await DatagramSocket<IPv4>.open(runtime))
+        case (.ipv6, .datagram): .datagram6(await DatagramSocket<IPv6>.open(runtime))
+        }
+    }
+
+    /// Ends this channel's request stream (the socket closes when it was the last).
+    func close() async {
+        switch self {
+        case .stream4(let socket): await socket.close()
+        case .stream6(let socket): await socket.close()
+        case .datagram4(let socket): await socket.close()
+        case .datagram6(let socket): await socket.close()
+        }
+    }
+
+    /// Serves one request; the answer and a token's channel to register, if any.
+    func handle(_ request: ControlMessage) async -> (ControlMessage, ControlChannel?) {
+        do {
+            switch self {
+            case .stream4(let socket): return try await Self.stream(request, socket) { .stream4($0) }
+            case .stream6(let socket): return try await Self.stream(request, socket) { .stream6($0) }
+            case .datagram4(let socket): return try await Self.datagram(request, socket) { .datagram4($0) }
+            case .datagram6(let socket): return try await Self.datagram(request, socket) { .datagram6($0) }
+            }
+        } catch let error as SocketError {
+            return (.failure(ControlError(.socket, errno: error.errno, "\(error)")), nil)
+        } catch let error as ControlError {
+            return (.failure(error), nil)
+        } catch {
+            return (.failure(ControlError(.internalError, "\(error)")), nil)
+        }
+    }
+
+    private static func stream<I: IPVersion>(
+        _ request: ControlMessage, _ socket: StreamSocket<I>, _ wrap: (StreamSocket<I>) -> ControlChannel
+    ) async throws -> (ControlMessage, ControlChannel?) {
+        switch request {
+        case .bind(let local):
+            return (.endpoints(local: ControlEndpoint(try await socket.bind(try local.endpoint(I.self))), remote: nil), nil)
+        case .listen(let backlog):
+            try await socket.listen(backlog: Int(min(backlog, 4096)))
+        case .accept:
+            let child = try await socket.accept()
+            let peer = try await child.remoteEndpoint().map(ControlEndpoint.init)
+            return (.token(0, peer: peer), wrap(child))
+        case .connect(let remote):
+            try await socket.connect(try remote.endpoint(I.self))
+        case .send(let bytes, nil):
+            return (.done(UInt64(try await socket.send(bytes))), nil)
+        case .receive(let maximum):
+            let bytes = try await socket.receive(maximum: Int(min(maximum, UInt32(ControlProtocol.maximumData))))
+            return (.data(bytes, from: nil), nil)
+        case .shutdown(let read, let write):
+            try await socket.shutdown(read: read, write: write)
+        case .clone:
+            return (.token(0, peer: nil), wrap(try await socket.clone()))
+        case .getEndpoints:
+            return (.endpoints(local: try await socket.localEndpoint().map(ControlEndpoint.init),
+                               remote: try await socket.remoteEndpoint().map(ControlEndpoint.init)), nil)
+        case .setOption(.noDelay, let value): try await socket.setNoDelay(value != 0)
+        case .setOption(.keepalive, let value): try await socket.setKeepalive(value != 0)
+        case .setOption(.receiveBuffer, let value): try await socket.setBufferSizes(receive: Int(clamping: value))
+        case .setOption(.sendBuffer, let value): try await socket.setBufferSizes(send: Int(clamping: value))
+        default:
+            throw ControlError(.wrongState, "not a request for a stream socket")
+        }
+        return (.done(0), nil)
+    }
+
+    private static func datagram<I: IPVersion>(
+        _ request: ControlMessage, _ socket: DatagramSocket<I>, _ wrap: (DatagramSocket<I>) -> ControlChannel
+    ) async throws -> (ControlMessage, ControlChannel?) {
+        switch request {
+        case .bind(let local):
+            return (.endpoints(local: ControlEndpoint(try await socket.bind(try local.endpoint(I.self))), remote: nil), nil)
+        case .connect(let remote):
+            try await socket.connect(try remote.endpoint(I.self))
+        case .send(let bytes, let to):
+            return (.done(UInt64(try await socket.send(bytes, to: try to?.endpoint(I.self)))), nil)
+        case .receive:
+            let datagram = try await socket.receive()
+            return (.data(datagram.payload, from: ControlEndpoint(datagram.source)), nil)
+        case .clone:
+            return (.token(0, peer: nil), wrap(try await socket.clone()))
+        case .getEndpoints:
+            return (.endpoints(local: try await socket.localEndpoint().map(ControlEndpoint.init),
+                               remote: try await socket.remoteEndpoint().map(ControlEndpoint.init)), nil)
+        case .setOption(.receiveBuffer, let value):
+            try await socket.setReceiveBufferSize(Int(clamping: value))
+        default:
+            throw ControlError(.wrongState, "not a request for a datagram socket")
+        }
+        return (.done(0), nil)
+    }
+}
+
+extension ControlEndpoint {
+    init<I: IPVersion>(_ endpoint: Endpoint<I>) {
+        // The stack's addresses print in the standard text forms inet_pton reads.
+        self = ControlEndpoint(host: "\(endpoint.address)", port: endpoint.port)
+            ?? .any(I.self == IPv4.self ? .ipv4 : .ipv6, port: endpoint.port)
+    }
+
+    func endpoint<I: IPVersion>(_ version: I.Type) throws(ControlError) -> Endpoint<I> {
+        guard (family == .ipv4) == (I.self == IPv4.self), let address = I.Address(host) else {
+            throw ControlError(.malformed, "\(self) is not an \(I.name) endpoint")
+        }
+        return Endpoint(address, port)
+    }
+}
