@@ -106,7 +106,7 @@ final class LineClient {
         command = try BackgroundCommand(in: namespace, "timeout -k 1 30 nc -N -w 30 \(host) \(port) < \(fifo)")
         // Opening for writing succeeds once the shell has opened the FIFO for reading.
         for _ in 0..<100 {
-            writer = open(fifo, O_WRONLY | O_NONBLOCK)
+            writer = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
             if writer >= 0 { break }
             usleep(50_000)
         }

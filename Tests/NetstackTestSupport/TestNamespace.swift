@@ -231,7 +231,9 @@ public final class BackgroundCommand: @unchecked Sendable {
     private let outputPath: String
 
     /// Starts `sh -c COMMAND` in `namespace`. The shell `exec`s the last
-    /// command, so the process id is the command's own.
+    /// command, so the process id is the command's own. The command inherits
+    /// the test's open descriptors: open the ones it must not keep with
+    /// O_CLOEXEC (a FIFO's writer, say, or its reader never sees the end).
     public init(in namespace: TestNamespace, _ command: String) throws {
         outputPath = "/tmp/\(namespace.name)-background-\(UUID().uuidString.prefix(8)).out"
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
