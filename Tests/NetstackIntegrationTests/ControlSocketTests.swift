@@ -8,18 +8,12 @@ import Testing
 /// host's `nc`, clones through `NetstackClient`, queries, and bad clients.
 @Suite(.serialized, .enabled(if: runningAsRoot, "integration tests need root for namespaces and TAP devices"))
 struct ControlSocketTests {
-    func start(_ name: String) throws -> (TestNamespace, DaemonProcess) {
-        let namespace = try TestNamespace(name)
-        try namespace.addHostTap()
-        return (namespace, try DaemonProcess(in: namespace))
-    }
-
     static func sha256(_ path: String) throws -> String {
         String(try TestShell.run("sha256sum \(path)").prefix(64))
     }
 
     @Test func netcatInsideTheStackBothWaysOverBothVersions() throws {
-        let (namespace, daemon) = try start("ctlnc")
+        let (namespace, daemon) = try DaemonProcess.start("ctlnc")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let input = "/tmp/\(namespace.name).in"
@@ -56,7 +50,7 @@ struct ControlSocketTests {
     }
 
     @Test func datagramsInsideTheStackOverBothVersions() throws {
-        let (namespace, daemon) = try start("ctludp")
+        let (namespace, daemon) = try DaemonProcess.start("ctludp")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let socket = "--socket \(daemon.controlSocket)"
@@ -79,7 +73,7 @@ struct ControlSocketTests {
     /// Two control connections on one socket: both send; closing one keeps
     /// the socket, closing the second closes it and frees its port.
     @Test func clonesShareASocketUntilTheLastCloses() async throws {
-        let (namespace, daemon) = try start("ctlclone")
+        let (namespace, daemon) = try DaemonProcess.start("ctlclone")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let client = NetstackClient(path: daemon.controlSocket)
@@ -111,7 +105,7 @@ struct ControlSocketTests {
 
     /// `netstackctl sockets` shows a connection made through the client and its state.
     @Test func socketsListsConnectionsWithTheirStates() async throws {
-        let (namespace, daemon) = try start("ctlss")
+        let (namespace, daemon) = try DaemonProcess.start("ctlss")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let hostListener = try BackgroundCommand(in: namespace, "timeout -k 1 10 sh -c 'sleep 3 | nc -l 9400'")
@@ -136,7 +130,7 @@ struct ControlSocketTests {
     /// 200 TCP connections through echo, one after another: the stack's
     /// socket count comes back to where it started.
     @Test func twoHundredConnectionsLeakNoSocket() async throws {
-        let (namespace, daemon) = try start("ctlleak")
+        let (namespace, daemon) = try DaemonProcess.start("ctlleak")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let client = NetstackClient(path: daemon.controlSocket)
@@ -153,7 +147,7 @@ struct ControlSocketTests {
     }
 
     @Test func badMessagesGetTypedErrorsAndTheDaemonServesTheNextClient() async throws {
-        let (namespace, daemon) = try start("ctlbad")
+        let (namespace, daemon) = try DaemonProcess.start("ctlbad")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let connection = try await ControlConnection.connect(path: daemon.controlSocket)
@@ -177,7 +171,7 @@ struct ControlSocketTests {
     }
 
     @Test func aUserOtherThanRootIsRefused() throws {
-        let (namespace, daemon) = try start("ctluser")
+        let (namespace, daemon) = try DaemonProcess.start("ctluser")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let user = "nstest\(getpid() % 100_000)"

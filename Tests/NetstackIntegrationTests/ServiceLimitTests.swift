@@ -25,11 +25,9 @@ struct ServiceLimitTests {
     }
 
     func start(_ name: String, overflow: String) throws -> (TestNamespace, DaemonProcess, String) {
-        let namespace = try TestNamespace(name)
-        try namespace.addHostTap()
-        let path = "/tmp/\(namespace.name).toml"
+        let path = "/tmp/netstackd-\(name)-\(getpid()).toml"
         try Self.configuration(overflow: overflow).write(toFile: path, atomically: true, encoding: .utf8)
-        let daemon = try DaemonProcess(in: namespace, arguments: ["--config", path])
+        let (namespace, daemon) = try DaemonProcess.start(name, arguments: ["--config", path])
         return (namespace, daemon, path)
     }
 

@@ -8,16 +8,8 @@ import Testing
 struct TCPServiceTests {
     static let addresses = ["192.168.69.1", "fdaa::1"]
 
-    /// A namespace with the host's TAP and netstackd in it.
-    func start(_ name: String, arguments: [String] = []) throws -> (TestNamespace, DaemonProcess) {
-        let namespace = try TestNamespace(name)
-        try namespace.addHostTap()
-        let daemon = try DaemonProcess(in: namespace, arguments: arguments)
-        return (namespace, daemon)
-    }
-
     @Test func echoDiscardDaytimeAndChargenWithTheHostsTools() throws {
-        let (namespace, daemon) = try start("tcpsvc")
+        let (namespace, daemon) = try DaemonProcess.start("tcpsvc")
         defer { namespace.remove() }
         defer { daemon.stop() }
         for address in Self.addresses {
@@ -57,7 +49,7 @@ struct TCPServiceTests {
     /// 100 MiB of random bytes through echo (IPv4) and 10 MiB (IPv6): what
     /// comes back has the same sha256 as what went in.
     @Test func bulkThroughEchoKeepsEveryByte() throws {
-        let (namespace, daemon) = try start("tcpbulk")
+        let (namespace, daemon) = try DaemonProcess.start("tcpbulk")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let input = "/tmp/\(namespace.name).in"
@@ -79,7 +71,7 @@ struct TCPServiceTests {
     }
 
     @Test func closedPortIsRefused() throws {
-        let (namespace, daemon) = try start("tcpclosed")
+        let (namespace, daemon) = try DaemonProcess.start("tcpclosed")
         defer { namespace.remove() }
         defer { daemon.stop() }
         for address in Self.addresses {
@@ -102,7 +94,7 @@ struct TCPServiceTests {
     /// SACK) and its sending side (retransmission) are exercised; 20 MiB come
     /// back through echo intact.
     @Test func twentyMebibytesThroughFivePercentLossEachWay() throws {
-        let (namespace, daemon) = try start("tcploss")
+        let (namespace, daemon) = try DaemonProcess.start("tcploss")
         defer { namespace.remove() }
         defer { daemon.stop() }
         // Without segmentation offload nftables sees (and drops) single segments.
@@ -145,7 +137,7 @@ struct TCPServiceTests {
     /// the SYN queue fills, SYN cookies take over, memory stays bounded, and
     /// a real client connects and is echoed during the flood.
     @Test func synFloodDoesNotStopRealClients() throws {
-        let (namespace, daemon) = try start("synflood")
+        let (namespace, daemon) = try DaemonProcess.start("synflood")
         defer { namespace.remove() }
         defer { daemon.stop() }
         #expect(try namespace.run("echo before | nc -N -w 5 192.168.69.1 7") == "before\n")

@@ -98,6 +98,14 @@ public final class DaemonProcess: @unchecked Sendable {
         return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("netstackd").path
     }
 
+    /// A new namespace named after `prefix` with the host's TAP, and
+    /// `netstackd ARGUMENTS` running in it (ready).
+    public static func start(_ prefix: String, arguments: [String] = []) throws -> (TestNamespace, DaemonProcess) {
+        let namespace = try TestNamespace(prefix)
+        try namespace.addHostTap()
+        return (namespace, try DaemonProcess(in: namespace, arguments: arguments))
+    }
+
     /// Starts `netstackd ARGUMENTS` in `namespace` and waits for its ready line.
     public init(in namespace: TestNamespace, arguments: [String] = [], waitForReady: Bool = true) throws {
         self.namespace = namespace

@@ -75,7 +75,7 @@ struct ControlServer: ServiceLifecycle.Service {
         } onGracefulShutdown: {
             // Wakes the accept loop, and every connection blocked in a read.
             shutdown(listener, Int32(SHUT_RDWR))
-            context.shutdownClients()
+            context.clients.shutdownAll()
             context.stopped.signal()
         }
         unlink(path)
@@ -128,10 +128,6 @@ final class ControlContext: Sendable {
         self.clients = clients
         self.queries = queries
     }
-
-    func register(_ client: Int32) { clients.insert(client) }
-    func unregister(_ client: Int32) { clients.remove(client) }
-    func shutdownClients() { clients.shutdownAll() }
 }
 
 /// The connected control clients' descriptors.

@@ -28,11 +28,11 @@ final class ControlSession {
         let thread = ConnectionThread(client: client) {
             if let channel = current.get() { Task { await channel.close() } }
         }
-        context.register(client)
+        context.clients.insert(client)
         Task(executorPreference: thread) {
             let session = ControlSession(client: client, context: context, current: current)
             await session.run()
-            context.unregister(client)
+            context.clients.remove(client)
             close(client)
             thread.stop()
         }
