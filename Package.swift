@@ -7,6 +7,11 @@ import PackageDescription
 let lifetimes: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 // Release builds specialise generics and inline small accessors across modules.
 let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+// The data path runs on one thread (the engine's); dynamic exclusivity
+// checks of its class properties cost several percent per packet there.
+// Debug builds (every test) keep them, so a violation is still caught.
+let uncheckedExclusivity: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"],
+                                                         .when(configuration: .release))]
 // The wire formats and the core are optimised in debug builds too: every test
 // pushes megabytes through them, and unoptimised generic code is ~100x slower.
 let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
@@ -42,16 +47,16 @@ let package = Package(
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
         // Libraries, bottom up.
-        .target(name: "NetstackWire", swiftSettings: lifetimes + crossModule + optimizedInDebug),
+        .target(name: "NetstackWire", swiftSettings: lifetimes + crossModule + optimizedInDebug + uncheckedExclusivity),
         .target(name: "NetstackCore",
                 dependencies: ["NetstackWire", .product(name: "DequeModule", package: "swift-collections"),
                                .product(name: "HeapModule", package: "swift-collections")],
-                swiftSettings: lifetimes + crossModule + optimizedInDebug),
+                swiftSettings: lifetimes + crossModule + optimizedInDebug + uncheckedExclusivity),
         .target(name: "NetstackIO",
                 dependencies: ["NetstackWire", "NetstackCore", "CTap", "CPcap",
                                .product(name: "DequeModule", package: "swift-collections"),
                                .product(name: "Logging", package: "swift-log")],
-                swiftSettings: lifetimes + crossModule),
+                swiftSettings: lifetimes + crossModule + uncheckedExclusivity),
 
         // Service/Layer middleware; imports nothing of ours.
         .target(name: "NetstackService",
@@ -60,7 +65,8 @@ let package = Package(
                                .product(name: "Metrics", package: "swift-metrics")],
                 swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
         .target(name: "NetstackSockets", dependencies: ["NetstackWire", "NetstackCore", "NetstackIO"],
-                swiftSettings: lifetimes + crossModule + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
+                swiftSettings: lifetimes + crossModule + uncheckedExclusivity
+                    + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
         // The control protocol (shared by daemon and clients) and the client library.
         .target(name: "NetstackControl"),
         .target(name: "NetstackClient", dependencies: ["NetstackControl"]),
@@ -111,7 +117,7 @@ let package = Package(
                                    .product(name: "Metrics", package: "swift-metrics"),
                                    .product(name: "MetricsTestKit", package: "swift-metrics")],
                     swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
-        .testTarget(name: "NetstackIOTests", dependencies: ["NetstackIO", "NetstackWire", "NetstackTestSupport"],
+        .testTarget(name: "NetstackIOTests", dependencies: ["NetstackIO", "NetstackCore", "NetstackWire", "NetstackTestSupport"],
                     swiftSettings: lifetimes),
     ]
 )

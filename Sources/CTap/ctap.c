@@ -8,6 +8,7 @@
 #include <linux/if_packet.h>
 #include <linux/if_ether.h>
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -192,4 +193,11 @@ int ctap_packet_socket(const char *name) {
         return -saved;
     }
     return fd;
+}
+
+int ctap_name_thread(const char *name) {
+    char shortened[16];
+    strncpy(shortened, name, sizeof shortened - 1);
+    shortened[sizeof shortened - 1] = '\0';
+    return -pthread_setname_np(pthread_self(), shortened);
 }

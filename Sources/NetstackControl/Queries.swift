@@ -8,7 +8,12 @@ public struct StatusReport: Codable, Sendable {
     public var uptimeSeconds: Double
     public var sockets: Int
     public var controlClients: Int
-    public init(version: String, interface: String, mac: String, mtu: Int, uptimeSeconds: Double, sockets: Int, controlClients: Int) {
+    /// What the TAP's offloads came to ("refused by the kernel ..." when the
+    /// daemon fell back to plain frames).
+    public var offloads: String?
+    public init(version: String, interface: String, mac: String, mtu: Int, uptimeSeconds: Double, sockets: Int,
+                controlClients: Int, offloads: String? = nil) {
+        self.offloads = offloads
         self.version = version
         self.interface = interface
         self.mac = mac

@@ -37,6 +37,10 @@ public final class Stack {
     public let mac: MACAddress
     public let mtu: Int
     public internal(set) var counters = Counters()
+    /// What the link finishes for the stack (set by the driver once the
+    /// device has accepted it). With a virtio header, every frame given to
+    /// `receive` and handed out by `transmit` starts with one.
+    public var offloads = LinkOffloads.none
     let ipv4: IPLayer<IPv4>
     let ipv6: IPLayer<IPv6>
     var output: FrameOutput
@@ -92,12 +96,24 @@ public final class Stack {
 
     // MARK: Driving the stack
 
-    /// Handles one received Ethernet frame. Malformed or unwanted frames are
-    /// counted by reason and dropped; replies are queued for `transmit`.
+    /// Handles one received Ethernet frame (after its virtio header, when
+    /// `offloads.virtioHeader`). Malformed or unwanted frames are counted by
+    /// reason and dropped; replies are queued for `transmit`.
     public func receive(frame bytes: RawSpan, now: Instant) {
         self.now = now
         counters.count(.framesReceived)
         counters.count(.bytesReceived, by: bytes.byteCount)
+        guard offloads.virtioHeader else { return receiveEthernet(bytes, offload: .none) }
+        let header: VirtioNetHeader
+        do {
+            header = try VirtioNetHeader(bytes)
+        } catch {
+            return counters.drop(error)
+        }
+        receiveEthernet(bytes.extracting(VirtioNetHeader.length...), offload: ReceiveOffload(header))
+    }
+
+    private func receiveEthernet(_ bytes: RawSpan, offload: ReceiveOffload) {
         let ethernet: EthernetFrame
         do {
             ethernet = try EthernetFrame(bytes)
@@ -114,11 +130,12 @@ public final class Stack {
         guard source != mac, source.isUnicast else { return counters.drop(.badSourceMAC) }
         switch ethernet.etherType {
         case .arp:
+            guard offload.segmentation == .none else { return counters.drop(WireError(.virtio, .badValue)) }
             receiveARP(ethernet.payload)
         case .ipv4:
-            receiveIPv4(ethernet.payload, linkGroup: destination.isMulticast)
+            receiveIPv4(ethernet.payload, linkGroup: destination.isMulticast, offload: offload)
         case .ipv6:
-            receiveIPv6(ethernet.payload, linkGroup: destination.isMulticast)
+            receiveIPv6(ethernet.payload, linkGroup: destination.isMulticast, offload: offload)
         default:
             counters.drop(.unknownEtherType)
         }
@@ -156,13 +173,21 @@ public final class Stack {
     /// Whether frames are waiting for `transmit`.
     public var hasOutput: Bool { !output.isEmpty }
 
-    /// Hands every queued frame to `send` (oldest first), which returns false
+    /// Hands every queued frame to `send` (oldest first, each with its
+    /// virtio-net header when `offloads.virtioHeader`), which returns false
     /// if the device refused it; refused frames are counted and dropped.
     public func transmit(_ send: (UnsafeRawBufferPointer) -> Bool) {
-        let result = output.drain(send)
-        counters.count(.framesSent, by: result.sent)
-        counters.count(.bytesSent, by: result.bytes)
-        for _ in 0..<result.refused { counters.drop(.deviceQueueFull) }
+        // Connections that ran out of output buffers go on once the queue is
+        // drained, a few rounds at most per call.
+        for _ in 0..<8 {
+            let result = output.drain(virtioHeader: offloads.virtioHeader, send)
+            counters.count(.framesSent, by: result.sent)
+            counters.count(.bytesSent, by: result.bytes)
+            for _ in 0..<result.refused { counters.drop(.deviceQueueFull) }
+            let resumed4 = resumeBlockedOutput(IPv4.self)
+            let resumed6 = resumeBlockedOutput(IPv6.self)
+            guard resumed4 || resumed6 else { return }
+        }
     }
 
     /// Notices since the last call (address state changes and the like).

@@ -63,10 +63,13 @@ public enum Daemon {
         var description: String
     }
 
-    /// Opens the TAP device at the configured MTU and brings it up.
-    static func openDevice(_ configuration: DaemonConfiguration) throws(StartupError) -> TapDevice {
+    /// Opens the TAP device at the configured MTU, with the offloads the
+    /// kernel accepts, and brings it up.
+    static func openDevice(_ configuration: DaemonConfiguration,
+                           offloads: inout TapOffloadReport) throws(StartupError) -> TapDevice {
         do {
-            let device = try TapDevice(name: configuration.interface)
+            let device = try TapDevice.openForStack(name: configuration.interface, offloads: configuration.offloads,
+                                                    report: &offloads)
             if try device.mtu() != configuration.mtu { try device.setMTU(configuration.mtu) }
             try device.bringUp()
             return device
@@ -78,7 +81,13 @@ public enum Daemon {
     /// Runs the daemon until a stop signal.
     public static func run(_ configuration: DaemonConfiguration, metrics: PrometheusCollectorRegistry? = nil) async throws {
         let logger = Logger(label: "netstackd")
-        let device = try openDevice(configuration)
+        var offloads = TapOffloadReport()
+        let device = try openDevice(configuration, offloads: &offloads)
+        if offloads.refusal != nil {
+            logger.warning("offloads: \(offloads)")
+        } else {
+            logger.info("offloads: \(offloads)")
+        }
         let capture: PcapWriter?
         do {
             capture = try configuration.pcap.map { path throws(PcapError) in try PcapWriter(path: path) }
@@ -88,6 +97,7 @@ public enum Daemon {
         var system = SystemRandomNumberGenerator()
         let stack = Stack(configuration: configuration.stackConfiguration, now: SystemClock.monotonic(),
                           seed: system.next())
+        stack.offloads = offloads.link
         let engine = try Engine(stack: stack, device: device, capture: capture, logger: logger,
                                 statisticsInterval: configuration.statisticsInterval)
         let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
@@ -99,7 +109,8 @@ public enum Daemon {
                 .layer(LoggingLayer(logger: logger, name: "control query"))
                 .layer(MetricsLayer(name: "netstack_control_queries"))
                 .layer(ConcurrencyLimitLayer(limit: 4))
-                .service(ControlQueries(engine: engine, configuration: configuration, metrics: metrics, clients: clients))
+                .service(ControlQueries(engine: engine, configuration: configuration, metrics: metrics, clients: clients,
+                                        offloads: offloads))
             let context = ControlContext(runtime: engine.sockets, clients: clients, queries: AnySendableService(queries))
             services.append(.init(service: try ControlServer(path: path, group: configuration.controlGroup,
                                                              context: context, logger: logger)))

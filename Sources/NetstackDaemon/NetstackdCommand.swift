@@ -32,6 +32,10 @@ public struct NetstackdCommand: ParsableCommand {
     @Option(name: .long, help: "The link MTU.")
     var mtu: Int?
 
+    @Flag(inversion: .prefixedNo,
+          help: "Use the TAP's checksum and segmentation offloads (a virtio-net header; on unless configured off).")
+    var offloads: Bool?
+
     @Option(name: .long, help: "Write every frame in and out to this pcap file.")
     var pcap: String?
 
@@ -65,6 +69,7 @@ public struct NetstackdCommand: ParsableCommand {
             }
         }
         if let mtu { configuration.mtu = mtu }
+        if let offloads { configuration.offloads = offloads }
         if let pcap { configuration.pcap = pcap }
         if let logLevel { configuration.logLevel = logLevel }
         if let controlSocket { configuration.controlSocket = controlSocket.isEmpty ? nil : controlSocket }

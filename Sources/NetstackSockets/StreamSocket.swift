@@ -108,18 +108,20 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case .receive(let maximum, let reply):
             let limit = max(1, min(maximum, 1 << 20))
             runtime.park(on: id, lane: .receive, { stack -> Result<[UInt8], SocketError>? in
-                var buffer = [UInt8](repeating: 0, count: min(limit, max(stack.tcpReadable(I.self, id), 1)))
-                let result: Result<Int?, SocketError> = buffer.withUnsafeMutableBytes { bytes in
-                    Result { () throws(SocketError) in try stack.tcpReceive(I.self, id, into: bytes) }
+                // Everything readable (up to the limit) in one hop, copied
+                // once, into memory that is not zeroed first.
+                var result: Result<Int?, SocketError> = .success(nil)
+                let buffer = [UInt8](unsafeUninitializedCapacity: min(limit, max(stack.tcpReadable(I.self, id), 1))) {
+                    bytes, count in
+                    result = Result { () throws(SocketError) in
+                        try stack.tcpReceive(I.self, id, into: UnsafeMutableRawBufferPointer(bytes))
+                    }
+                    if case .success(let received?) = result { count = received }
                 }
                 switch result {
-                case .success(let count?):
-                    buffer.removeLast(buffer.count - count)
-                    return .success(buffer)
-                case .success(nil):
-                    return nil
-                case .failure(let error):
-                    return .failure(error)
+                case .success(.some): return .success(buffer)
+                case .success(nil): return nil
+                case .failure(let error): return .failure(error)
                 }
             }, then: { reply.send($0 ?? .failure(.closed)) })
         case .shutdown(let read, let write, let reply):
@@ -252,7 +254,7 @@ public final class StreamSocket<I: IPVersion>: Sendable {
     }
 
     /// Waits for data; an empty array means the peer finished sending.
-    public func receive(maximum: Int = 65_536) async throws(SocketError) -> [UInt8] {
+    public func receive(maximum: Int = 1 << 20) async throws(SocketError) -> [UInt8] {
         try await ask { .receive(maximum: maximum, $0) }
     }
 

@@ -53,6 +53,14 @@ public struct InternetChecksum: Sendable {
         UInt16(bigEndian: ~Self.fold16(sum))
     }
 
+    /// The folded sum, not complemented: what a header's checksum field holds
+    /// when the device finishes the checksum ("partial", as Linux's
+    /// CHECKSUM_PARTIAL): the device sums from the field's header on, this
+    /// included, and stores the complement.
+    public var partialValue: UInt16 {
+        UInt16(bigEndian: Self.fold16(sum))
+    }
+
     /// The checksum of one piece of data.
     public static func compute(_ data: RawSpan) -> UInt16 {
         var checksum = InternetChecksum()

@@ -40,6 +40,8 @@ public struct TCPSegment: ~Escapable {
 
     public static let minimumHeaderLength = 20
     public static let maximumHeaderLength = 60
+    /// Where the checksum is, from the start of the header (for checksum offload).
+    public static let checksumFieldOffset = Field.checksum
 
     public let bytes: RawSpan
 
@@ -296,8 +298,10 @@ public struct TCPHeader: Hashable, Sendable {
 
     /// Writes the header at the start of `span`, with the checksum over the
     /// pseudo-header (`pseudoHeader`), the header and the payload that must
-    /// already follow it.
-    public func emit(into span: inout MutableRawSpan, pseudoHeader: InternetChecksum) {
+    /// already follow it. With `partialChecksum` the field holds only the
+    /// pseudo-header's sum, for the device to finish (checksum offload), and
+    /// the payload need not be there yet.
+    public func emit(into span: inout MutableRawSpan, pseudoHeader: InternetChecksum, partialChecksum: Bool = false) {
         typealias F = TCPSegment.Field
         let headerLength = headerLength
         span.put(sourcePort, at: F.sourcePort)
@@ -310,6 +314,10 @@ public struct TCPHeader: Hashable, Sendable {
         span.put(urgentPointer, at: F.urgentPointer)
         options.write(to: &span, at: F.options)
         span.zero(from: F.options + options.count, count: headerLength - F.options - options.count)
+        if partialChecksum {
+            span.put(pseudoHeader.partialValue, at: F.checksum)
+            return
+        }
         var checksum = pseudoHeader
         checksum.add(span.bytes.extracting(0..<length))
         span.put(checksum.value, at: F.checksum)

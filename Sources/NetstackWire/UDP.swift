@@ -10,6 +10,8 @@ public struct UDPDatagram: ~Escapable {
     }
 
     public static let headerLength = 8
+    /// Where the checksum is, from the start of the header (for checksum offload).
+    public static let checksumFieldOffset = Field.checksum
 
     /// Header and payload, exactly `length` bytes.
     public let bytes: RawSpan
@@ -76,13 +78,18 @@ public struct UDPHeader: Hashable, Sendable {
     /// Writes the header at the start of `span`, with the checksum over the
     /// pseudo-header (whose sum the caller adds to `pseudoHeader`) and the
     /// payload that must already follow the header. A computed checksum of zero
-    /// is sent as 0xffff (RFC 768).
-    public func emit(into span: inout MutableRawSpan, pseudoHeader: InternetChecksum) {
+    /// is sent as 0xffff (RFC 768). With `partialChecksum` the field holds only
+    /// the pseudo-header's sum, for the device to finish (checksum offload).
+    public func emit(into span: inout MutableRawSpan, pseudoHeader: InternetChecksum, partialChecksum: Bool = false) {
         typealias F = UDPDatagram.Field
         precondition(length <= 0xffff, "UDP length exceeds 65535")
         span.put(sourcePort, at: F.sourcePort)
         span.put(destinationPort, at: F.destinationPort)
         span.put(UInt16(length), at: F.length)
+        if partialChecksum {
+            span.put(pseudoHeader.partialValue, at: F.checksum)
+            return
+        }
         span.put(UInt16(0), at: F.checksum)
         var checksum = pseudoHeader
         checksum.add(span.bytes.extracting(0..<length))

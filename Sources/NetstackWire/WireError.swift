@@ -6,7 +6,7 @@
 public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The header (or header part) that failed to parse.
     public enum Header: String, Sendable, CaseIterable {
-        case ethernet, arp, ipv4, ipv6, ipv6Extension, icmpv4, icmpv6, ndpOption, udp, tcp, tcpOption
+        case virtio, ethernet, arp, ipv4, ipv6, ipv6Extension, icmpv4, icmpv6, ndpOption, udp, tcp, tcpOption
     }
 
     /// What was wrong with it.
@@ -27,6 +27,11 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A field holds a value this header never carries (ARP hardware type,
         /// reserved bits, multicast source, ...).
         case badValue
+        /// An offset field points outside the data (a virtio header's
+        /// checksum or header offsets).
+        case badOffset
+        /// A segmentation offload with a segment size of zero.
+        case badSegmentSize
     }
 
     public let header: Header

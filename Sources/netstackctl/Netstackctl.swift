@@ -50,7 +50,7 @@ struct Status: AsyncParsableCommand {
         try show(status, json: output.json, header: ["key", "value"], rows: [
             ["version", status.version], ["interface", status.interface], ["mac", status.mac], ["mtu", "\(status.mtu)"],
             ["uptime", String(format: "%.1f s", status.uptimeSeconds)], ["sockets", "\(status.sockets)"],
-            ["control clients", "\(status.controlClients)"],
+            ["control clients", "\(status.controlClients)"], ["offloads", status.offloads ?? "?"],
         ])
     }
 }

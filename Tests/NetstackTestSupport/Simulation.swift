@@ -55,6 +55,15 @@ public final class Simulation {
     public private(set) var framesDuplicated = 0
     public private(set) var framesCorrupted = 0
     public private(set) var framesQueueDropped = 0
+    /// A stack whose `offloads` has a virtio header sees the link as a TAP:
+    /// its large segments are cut and its partial checksums finished on the
+    /// way out, and segments arriving within `mergeWindow` of each other are
+    /// merged for it (`VirtioLink`).
+    public var mergeWindow: Duration = .microseconds(50)
+    /// Frames a virtio stack sent that stood for several segments, and
+    /// frames delivered to one that were merged from several.
+    public private(set) var segmentedFramesSent = 0
+    public private(set) var mergedFramesDelivered = 0
 
     struct Arrival: Comparable {
         var time: Instant
@@ -97,8 +106,15 @@ public final class Simulation {
     private func transmitAll() {
         for toRight in [true, false] {
             let stack = toRight ? left : right
+            let virtio = stack.offloads.virtioHeader
             stack.transmit { bytes in
-                enqueue(Array(bytes), toRight: toRight)
+                guard virtio else {
+                    enqueue(Array(bytes), toRight: toRight)
+                    return true
+                }
+                let frames = VirtioLink.finish(Array(bytes))
+                if frames.count > 1 { segmentedFramesSent += 1 }
+                for frame in frames { enqueue(frame, toRight: toRight) }
                 return true
             }
         }
@@ -154,7 +170,19 @@ public final class Simulation {
             while let arrival = inFlight.min, arrival.time <= now {
                 _ = inFlight.popMin()
                 let stack = arrival.toRight ? right : left
-                arrival.frame.withSpan { stack.receive(frame: $0, now: now) }
+                guard stack.offloads.virtioHeader else {
+                    arrival.frame.withSpan { stack.receive(frame: $0, now: now) }
+                    continue
+                }
+                var batch = [arrival.frame]
+                while let next = inFlight.min, next.toRight == arrival.toRight,
+                      next.time <= arrival.time + mergeWindow {
+                    batch.append(inFlight.popMin()!.frame)
+                }
+                for frame in VirtioLink.deliver(batch) {
+                    if frame[1] != VirtioNetHeader.Segmentation.none.rawValue { mergedFramesDelivered += 1 }
+                    frame.withSpan { stack.receive(frame: $0, now: now) }
+                }
             }
             left.poll(now: now)
             right.poll(now: now)

@@ -19,11 +19,15 @@ enum {
     CTAP_OPEN_MULTI_QUEUE = 1 << 1,
 };
 
-/// Offload bits for `ctap_set_offload` (the kernel's `TUN_F_*`).
+/// Offload bits for `ctap_set_offload` (the kernel's `TUN_F_*`). UDP
+/// segmentation (USO, Linux 6.2) is newer than some headers: its values are
+/// fixed by the kernel ABI.
 static const unsigned int CTAP_OFFLOAD_CSUM = TUN_F_CSUM;
 static const unsigned int CTAP_OFFLOAD_TSO4 = TUN_F_TSO4;
 static const unsigned int CTAP_OFFLOAD_TSO6 = TUN_F_TSO6;
 static const unsigned int CTAP_OFFLOAD_TSO_ECN = TUN_F_TSO_ECN;
+static const unsigned int CTAP_OFFLOAD_USO4 = 0x20;
+static const unsigned int CTAP_OFFLOAD_USO6 = 0x40;
 
 /// Opens `/dev/net/tun` and attaches it to the TAP interface `name`, creating the
 /// interface when it does not exist (`TUNSETIFF` with `IFF_TAP | IFF_NO_PI`).
@@ -75,5 +79,9 @@ int ctap_packet_socket(const char *name);
 /// A non-blocking, close-on-exec eventfd: the engine's wake-up descriptor
 /// (`<sys/eventfd.h>` is not part of Swift's Glibc module). Returns the fd or `-errno`.
 int ctap_eventfd(void);
+
+/// Names the calling thread (at most 15 characters are kept): what `top -H`,
+/// `ps -L` and profilers show. Returns 0 or `-errno`.
+int ctap_name_thread(const char *name);
 
 #endif

@@ -90,6 +90,8 @@ public protocol IPVersion: Sendable {
     /// Whether a UDP checksum of zero is invalid (IPv6, RFC 8200 §8.1) rather
     /// than "none computed" (IPv4, RFC 768).
     static var udpChecksumRequired: Bool { get }
+    /// The virtio segmentation type of a large TCP segment of this version.
+    static var tcpSegmentation: VirtioNetHeader.Segmentation { get }
     /// The addresses, upper-layer protocol and upper-layer bytes of the packet
     /// an ICMP error quotes (which may be cut short), if they can be read.
     static func quotedPacket(_ bytes: RawSpan) -> QuotedPacket<Self>?
@@ -185,6 +187,7 @@ public enum IPv4: IPVersion {
     }
 
     public static var udpChecksumRequired: Bool { false }
+    public static var tcpSegmentation: VirtioNetHeader.Segmentation { .tcpv4 }
 
     public static func quotedPacket(_ bytes: RawSpan) -> QuotedPacket<IPv4>? {
         guard bytes.byteCount >= IPv4Packet.minimumHeaderLength, bytes.u8(0) >> 4 == 4 else { return nil }
@@ -296,6 +299,7 @@ public enum IPv6: IPVersion {
     public static func isICMPError(type: UInt8) -> Bool { type < 128 }
 
     public static var udpChecksumRequired: Bool { true }
+    public static var tcpSegmentation: VirtioNetHeader.Segmentation { .tcpv6 }
 
     public static func quotedPacket(_ bytes: RawSpan) -> QuotedPacket<IPv6>? {
         guard bytes.byteCount >= IPv6Packet.headerLength, bytes.u8(0) >> 4 == 6 else { return nil }

@@ -18,10 +18,15 @@ public struct IPDatagram<I: IPVersion>: ~Escapable {
     /// Where, in `packet`, the byte that names `protocol` is (for parameter
     /// problems about it).
     let protocolFieldOffset: Int
+    /// What the sending kernel left undone (checksums, segmentation); nothing
+    /// for reassembled datagrams and plain frames.
+    let offload: ReceiveOffload
 
     @_lifetime(copy packet)
     init(source: I.Address, destination: I.Address, destinationKind: DestinationKind, hopLimit: UInt8,
-         protocol: IPProtocol, packet: RawSpan, payloadOffset: Int, protocolFieldOffset: Int) {
+         protocol: IPProtocol, packet: RawSpan, payloadOffset: Int, protocolFieldOffset: Int,
+         offload: ReceiveOffload = .none) {
+        self.offload = offload
         self.source = source
         self.destination = destination
         self.destinationKind = destinationKind

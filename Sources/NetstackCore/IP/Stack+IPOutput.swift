@@ -2,14 +2,16 @@ import NetstackWire
 
 extension Stack {
     /// Sends an IP packet. `build` writes the `payloadLength` bytes of the
-    /// upper-layer message (checksum included) at the start of the span it is
-    /// given. Packets larger than the link MTU are fragmented (RFC 791 §3.2,
-    /// RFC 8200 §4.5). `via` overrides routing (NDP probes to a known link
-    /// address). Returns false if the packet could not be sent.
+    /// upper-layer message (checksum included, or partial when `offload` says
+    /// the link finishes it) at the start of the span it is given. Packets
+    /// larger than the link MTU are fragmented (RFC 791 §3.2, RFC 8200 §4.5),
+    /// unless the link is to cut them (TSO). `via` overrides routing (NDP
+    /// probes to a known link address). Returns false if the packet could not
+    /// be sent.
     @discardableResult
     func sendIP<I: IPVersion>(
         _ version: I.Type, source: I.Address, destination: I.Address, protocol: IPProtocol,
-        hopLimit: UInt8? = nil, payloadLength: Int, via hop: NextHop<I>? = nil,
+        hopLimit: UInt8? = nil, payloadLength: Int, via hop: NextHop<I>? = nil, offload: TransmitOffload = .none,
         build: (inout MutableRawSpan) -> Void
     ) -> Bool {
         let layer = I.layer(of: self)
@@ -20,13 +22,14 @@ extension Stack {
         let hopLimit = hopLimit ?? layer.hopLimit
         let ipLength = I.headerLength + payloadLength
         let ethernetLength = EthernetFrame.headerLength
-        if ipLength <= layer.linkMTU {
+        let segmented = if case .tcpSegmentation = offload { true } else { false }
+        if ipLength <= layer.linkMTU || segmented {
             guard var frame = output.makeFrame(length: ethernetLength + ipLength) else {
                 counters.drop(.outputBuffersExhausted)
                 return false
             }
             let identification = layer.takeIdentification()
-            frame.storage.withMutableBytes(0..<frame.length) { span in
+            frame.withMutableBytes(0..<frame.length) { span in
                 EthernetHeader(destination: .zero, source: mac, etherType: I.etherType).emit(into: &span)
                 span.withRegion(ethernetLength..<(ethernetLength + I.headerLength)) {
                     I.emitHeader(source: source, destination: destination, protocol: `protocol`, hopLimit: hopLimit,
@@ -34,10 +37,24 @@ extension Stack {
                 }
                 span.withRegion((ethernetLength + I.headerLength)..<(ethernetLength + ipLength)) { build(&$0) }
             }
+            let transportStart = UInt16(ethernetLength + I.headerLength)
+            switch offload {
+            case .none:
+                break
+            case .checksum(let fieldOffset):
+                frame.setVirtioHeader(VirtioNetHeader(flags: .needsChecksum, checksumStart: transportStart,
+                                                      checksumOffset: UInt16(fieldOffset)))
+            case .tcpSegmentation(let segmentSize, let headerLength):
+                frame.setVirtioHeader(VirtioNetHeader(
+                    flags: .needsChecksum, segmentation: I.tcpSegmentation,
+                    headerLength: transportStart + UInt16(headerLength), segmentSize: UInt16(segmentSize),
+                    checksumStart: transportStart, checksumOffset: UInt16(TCPSegment.checksumFieldOffset)))
+            }
             counters.count(I.packetsSent)
             transmit(consume frame, via: nextHop)
             return true
         }
+        precondition(offload.isNone, "a partial checksum cannot be fragmented")
         return sendFragments(I.self, source: source, destination: destination, protocol: `protocol`,
                              hopLimit: hopLimit, payloadLength: payloadLength, via: nextHop, build: build)
     }
@@ -70,7 +87,7 @@ extension Stack {
                 return false
             }
             fragmentScratch.withSpan { scratch in
-                frame.storage.withMutableBytes(0..<frame.length) { span in
+                frame.withMutableBytes(0..<frame.length) { span in
                     EthernetHeader(destination: .zero, source: mac, etherType: I.etherType).emit(into: &span)
                     span.withRegion(ethernetLength..<(ethernetLength + headers)) {
                         I.emitFragmentHeader(source: source, destination: destination, protocol: `protocol`,

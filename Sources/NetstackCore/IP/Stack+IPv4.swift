@@ -15,7 +15,7 @@ extension Stack {
     /// IPv4 input (RFC 791, RFC 1122 §3.2.1): validate, check it is for us,
     /// reassemble, and hand the datagram to its protocol. Options are skipped:
     /// none of them asks anything of a host that does not forward.
-    func receiveIPv4(_ bytes: RawSpan, linkGroup: Bool) {
+    func receiveIPv4(_ bytes: RawSpan, linkGroup: Bool, offload: ReceiveOffload = .none) {
         let packet: IPv4Packet
         do {
             packet = try IPv4Packet(bytes)
@@ -36,6 +36,8 @@ extension Stack {
         guard !(linkGroup && kind == .unicast) else { return counters.drop(.notOurAddress) }
 
         if packet.isFragment {
+            // A fragment that claims to be a segmentation offload is a lie.
+            guard offload.segmentation == .none else { return counters.drop(WireError(.virtio, .badValue)) }
             let fragment = Fragment(headers: packet.header, data: packet.payload, offset: packet.fragmentOffset,
                                     moreFragments: packet.moreFragments, payloadProtocol: packet.protocol)
             let key = FragmentKey<IPv4>(source: source, destination: destination,
@@ -64,12 +66,20 @@ extension Stack {
         }
         let datagram = IPDatagram<IPv4>(
             source: source, destination: destination, destinationKind: kind, hopLimit: packet.timeToLive,
-            protocol: packet.protocol, packet: packet.bytes, payloadOffset: packet.headerLength, protocolFieldOffset: 9)
+            protocol: packet.protocol, packet: packet.bytes, payloadOffset: packet.headerLength, protocolFieldOffset: 9,
+            offload: offload)
         deliver(datagram)
     }
 
     /// Hands a datagram for us to its upper layer, or answers that there is none.
     func deliver<I: IPVersion>(_ datagram: IPDatagram<I>) {
+        // A segmentation offload names the protocol (and version) it cut.
+        switch datagram.offload.segmentation {
+        case .none: break
+        case .udp where datagram.protocol == .udp: break
+        case I.tcpSegmentation where datagram.protocol == .tcp: break
+        default: return counters.drop(WireError(.virtio, .badValue))
+        }
         switch datagram.protocol {
         case I.icmpProtocol:
             I.receiveICMP(datagram, in: self)
@@ -167,7 +177,7 @@ extension Stack {
             counters.drop(.outputBuffersExhausted)
             return false
         }
-        frame.storage.withMutableBytes(0..<length) { span in
+        frame.withMutableBytes(0..<length) { span in
             EthernetHeader(destination: destination, source: mac, etherType: .arp).emit(into: &span)
             span.withRegion(EthernetFrame.headerLength..<length) { message.emit(into: &$0) }
         }

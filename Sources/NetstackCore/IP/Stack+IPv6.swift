@@ -18,7 +18,7 @@ extension IPLayer where I == IPv6 {
 extension Stack {
     /// IPv6 input (RFC 8200): validate, check it is for us, walk the extension
     /// headers (reassembling on the way), and hand the datagram to its protocol.
-    func receiveIPv6(_ bytes: RawSpan, linkGroup: Bool) {
+    func receiveIPv6(_ bytes: RawSpan, linkGroup: Bool, offload: ReceiveOffload = .none) {
         let packet: IPv6Packet
         do {
             packet = try IPv6Packet(bytes)
@@ -34,7 +34,8 @@ extension Stack {
             return counters.drop(ipv6.state(of: destination) == .tentative ? .tentativeDestination : .notOurAddress)
         }
         guard !(linkGroup && kind == .unicast) else { return counters.drop(.notOurAddress) }
-        let context = IPv6Context(source: source, destination: destination, kind: kind, hopLimit: packet.hopLimit)
+        let context = IPv6Context(source: source, destination: destination, kind: kind, hopLimit: packet.hopLimit,
+                                  offload: offload)
         walkIPv6Headers(packet.bytes, next: packet.nextHeader, at: IPv6Packet.headerLength,
                         fieldOffset: 6, context: context, reassembled: false)
     }
@@ -78,6 +79,9 @@ extension Stack {
                 guard !reassembled, let fragment = header.fragment else { return counters.drop(.fragmentBadLength) }
                 // An atomic fragment (offset 0, M = 0) is a whole packet (RFC 6946).
                 if fragment.offset != 0 || fragment.moreFragments {
+                    guard context.offload.segmentation == .none else {
+                        return counters.drop(WireError(.virtio, .badValue))
+                    }
                     reassembleIPv6(bytes, fragment: fragment, header: header, at: offset, context: context)
                     return
                 }
@@ -90,7 +94,7 @@ extension Stack {
         let datagram = IPDatagram<IPv6>(
             source: context.source, destination: context.destination, destinationKind: context.kind,
             hopLimit: context.hopLimit, protocol: next, packet: bytes, payloadOffset: offset,
-            protocolFieldOffset: fieldOffset)
+            protocolFieldOffset: fieldOffset, offload: reassembled ? .none : context.offload)
         deliver(datagram)
     }
 
@@ -226,4 +230,5 @@ struct IPv6Context {
     var destination: IPv6Address
     var kind: DestinationKind
     var hopLimit: UInt8
+    var offload = ReceiveOffload.none
 }

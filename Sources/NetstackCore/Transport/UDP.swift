@@ -149,10 +149,13 @@ extension Stack {
         }
         let header = UDPHeader(sourcePort: local.port, destinationPort: peer.port, payloadLength: payload.byteCount)
         let pseudo = I.pseudoHeader(source: source, destination: peer.address, protocol: .udp, length: header.length)
+        // The link may finish the checksum of a datagram that is not fragmented.
+        let partial = offloads.transmitChecksum && I.headerLength + header.length <= layer.linkMTU
         let sent = sendIP(I.self, source: source, destination: peer.address, protocol: .udp,
-                          payloadLength: header.length) { span in
+                          payloadLength: header.length,
+                          offload: partial ? .checksum(fieldOffset: UDPDatagram.checksumFieldOffset) : .none) { span in
             span.copy(payload, to: UDPDatagram.headerLength)
-            header.emit(into: &span, pseudoHeader: pseudo)
+            header.emit(into: &span, pseudoHeader: pseudo, partialChecksum: partial)
         }
         guard sent else { throw .networkUnreachable }
         counters.count(.udpDatagramsSent)
@@ -231,26 +234,37 @@ extension Stack {
         } catch {
             return counters.drop(error)
         }
-        var checksum = I.pseudoHeader(source: datagram.source, destination: datagram.destination, protocol: .udp,
-                                      length: udp.length)
-        if udp.checksum != 0 || I.udpChecksumRequired {
+        if !datagram.offload.checksumTrusted, udp.checksum != 0 || I.udpChecksumRequired {
+            var checksum = I.pseudoHeader(source: datagram.source, destination: datagram.destination,
+                                          protocol: .udp, length: udp.length)
             checksum.add(udp.bytes)
             guard udp.checksum != 0, checksum.value == 0 else { return counters.drop(WireError(.udp, .badChecksum)) }
         }
-        counters.count(.udpDatagramsReceived)
         let layer = I.layer(of: self)
         let source = Endpoint<I>(datagram.source, udp.sourcePort)
         let destination = Endpoint<I>(datagram.destination, udp.destinationPort)
         guard let id = layer.udp.receiver(for: destination, from: source, unicast: datagram.isUnicast) else {
+            counters.count(.udpDatagramsReceived)
             counters.drop(.udpNoSocket)
             sendICMPError(.portUnreachable, about: datagram)
             return
         }
         let metadata = UDPReceived<I>(source: source, destination: datagram.destination)
-        guard layer.udp.sockets[id]?.queue.push(metadata, udp.payload) == true else {
-            layer.udp.sockets[id]?.overflows += 1
-            return counters.drop(.udpReceiveQueueFull)
-        }
+        // A UDP segmentation offload frame stands for datagrams of
+        // `segmentSize` payload bytes each (the last may be shorter).
+        let payload = udp.payload
+        let piece = datagram.offload.segmentation == .udp ? datagram.offload.segmentSize : max(payload.byteCount, 1)
+        var offset = 0
+        repeat {
+            let chunk = payload.extracting(offset..<min(offset + piece, payload.byteCount))
+            offset += piece
+            counters.count(.udpDatagramsReceived)
+            guard layer.udp.sockets[id]?.queue.push(metadata, chunk) == true else {
+                layer.udp.sockets[id]?.overflows += 1
+                counters.drop(.udpReceiveQueueFull)
+                continue
+            }
+        } while offset < payload.byteCount
         signal(id)
     }
 

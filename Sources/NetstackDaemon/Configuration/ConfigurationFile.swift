@@ -64,6 +64,7 @@ public enum ConfigurationFile {
                 }
             }
             if let linkLocal = try interface.bool("ipv6-link-local") { configuration.ipv6LinkLocal = linkLocal }
+            if let offloads = try interface.bool("offloads") { configuration.offloads = offloads }
             try interface.finish()
         }
         if var daemon = try top.section("daemon") {

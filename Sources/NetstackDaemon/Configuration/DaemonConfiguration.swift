@@ -14,6 +14,9 @@ public struct DaemonConfiguration: Sendable {
     public var ipv4Gateway: IPv4Address?
     public var ipv6Gateway: IPv6Address?
     public var ipv6LinkLocal = true
+    /// Open the TAP with a virtio-net header and use the kernel's checksum
+    /// and segmentation offloads (falling back to plain frames if refused).
+    public var offloads = true
     public var logLevel = Logger.Level.info
     public var pcap: String?
     /// Seconds between counter summaries at log level info; nil for none.

@@ -20,6 +20,11 @@ addresses = ["192.168.69.1/24", "fdaa::1/64"]
 gateways = ["192.168.69.100", "fdaa::100"]
 # Add the EUI-64 link-local address fe80::/64 (RFC 4862).
 ipv6-link-local = true
+# Frames carry a virtio-net header, so that the kernel hands over and takes
+# 64 KiB TCP segments and finishes checksums (TSO/GRO; IFF_VNET_HDR). If the
+# kernel refuses, the daemon says so and uses plain frames. --no-offloads
+# turns it off.
+offloads = true
 
 [daemon]
 # trace, debug, info, notice, warning, error, critical

@@ -14,6 +14,7 @@ struct ControlQueries: NetstackService.Service, Sendable {
     let configuration: DaemonConfiguration
     let metrics: PrometheusCollectorRegistry?
     let clients: ControlClients
+    let offloads: TapOffloadReport
     let started = ContinuousClock.now
 
     func call(_ kind: QueryKind) async throws -> [UInt8] {
@@ -30,7 +31,7 @@ struct ControlQueries: NetstackService.Service, Sendable {
                 version: "netstackd 0.1", interface: configuration.interface, mac: "\(configuration.mac)",
                 mtu: configuration.mtu,
                 uptimeSeconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18,
-                sockets: sockets, controlClients: clients.count)))
+                sockets: sockets, controlClients: clients.count, offloads: "\(offloads)")))
         case .addresses:
             return Array(try encoder.encode(await engine.query { stack in
                 stack.ipv4Addresses.map { AddressReport(family: .ipv4, address: "\($0.interface)", state: "\($0.state)") }

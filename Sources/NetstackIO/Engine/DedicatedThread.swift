@@ -1,3 +1,4 @@
+import CTap
 import Glibc
 import Synchronization
 
@@ -12,15 +13,17 @@ public final class DedicatedThread: Sendable {
 
     private let state = Mutex<State>(.running)
 
-    /// Starts `body` on a new thread.
-    public init(_ body: @escaping @Sendable () -> Void) {
-        let box = Unmanaged.passRetained(ThreadStart(thread: self, body: body))
+    /// Starts `body` on a new thread named `name` (at most 15 characters;
+    /// what `top -H` and profilers show).
+    public init(name: String = "netstack-engine", _ body: @escaping @Sendable () -> Void) {
+        let box = Unmanaged.passRetained(ThreadStart(thread: self, name: name, body: body))
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         var thread = pthread_t()
         let rc = pthread_create(&thread, &attributes, { raw in
             let start = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
+            _ = ctap_name_thread(start.name)
             start.body()
             start.thread.finish()
             return nil
@@ -56,9 +59,11 @@ public final class DedicatedThread: Sendable {
 
 private final class ThreadStart: Sendable {
     let thread: DedicatedThread
+    let name: String
     let body: @Sendable () -> Void
-    init(thread: DedicatedThread, body: @escaping @Sendable () -> Void) {
+    init(thread: DedicatedThread, name: String, body: @escaping @Sendable () -> Void) {
         self.thread = thread
+        self.name = name
         self.body = body
     }
 }

@@ -2,6 +2,7 @@ import CTap
 import Glibc
 import Logging
 import NetstackCore
+import NetstackWire
 import Synchronization
 
 /// Runs a `Stack` on a `FrameDevice`, on a thread of its own.
@@ -47,7 +48,9 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         self.capture = capture
         self.logger = logger
         self.statisticsInterval = statisticsInterval
-        receiveBuffer = [UInt8](repeating: 0, count: 65_536 + 64)
+        // The largest frame a TAP gives: a virtio header, then an Ethernet
+        // header and a 64 KiB packet (a large segment from the kernel).
+        receiveBuffer = [UInt8](repeating: 0, count: 128 * 1024)
     }
 
     /// Runs `work` on the engine thread, with the stack, soon. Once the loop
@@ -126,7 +129,7 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             guard let length else { return }
             receiveBuffer.withUnsafeBytes { all in
                 let frame = UnsafeRawBufferPointer(rebasing: all[0..<length])
-                capture?.write(frame, timestamp: SystemClock.wallClock())
+                capture(frame)
                 stack.receive(frame: RawSpan(_unsafeBytes: frame), now: now)
             }
         }
@@ -135,7 +138,7 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     private func transmit() throws {
         var failure: (any Error)?
         stack.transmit { frame in
-            capture?.write(frame, timestamp: SystemClock.wallClock())
+            capture(frame)
             do {
                 return try device.send(frame)
             } catch {
@@ -144,6 +147,14 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             }
         }
         if let failure { throw failure }
+    }
+
+    /// Writes a frame to the capture, without its virtio header (a capture
+    /// holds Ethernet frames; large segments appear as they crossed the TAP).
+    private func capture(_ frame: UnsafeRawBufferPointer) {
+        guard let capture else { return }
+        let skip = stack.offloads.virtioHeader ? min(VirtioNetHeader.length, frame.count) : 0
+        capture.write(UnsafeRawBufferPointer(rebasing: frame[skip...]), timestamp: SystemClock.wallClock())
     }
 
     /// `name=value` pairs of every non-zero counter.

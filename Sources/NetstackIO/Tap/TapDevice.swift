@@ -78,14 +78,31 @@ public struct TapDevice: ~Copyable {
         try check(rc, .setMAC)
     }
 
+    /// Offloads the reader of a TAP can take from the kernel (`TUN_F_*`):
+    /// frames with partial checksums, large TCP segments (with ECN), large
+    /// UDP datagram trains.
+    public struct Offloads: OptionSet, Sendable, Hashable, CustomStringConvertible {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let checksum = Offloads(rawValue: CTAP_OFFLOAD_CSUM)
+        public static let tso4 = Offloads(rawValue: CTAP_OFFLOAD_TSO4)
+        public static let tso6 = Offloads(rawValue: CTAP_OFFLOAD_TSO6)
+        public static let tsoECN = Offloads(rawValue: CTAP_OFFLOAD_TSO_ECN)
+        public static let uso4 = Offloads(rawValue: CTAP_OFFLOAD_USO4)
+        public static let uso6 = Offloads(rawValue: CTAP_OFFLOAD_USO6)
+
+        public var description: String {
+            let names: [(Offloads, String)] = [(.checksum, "csum"), (.tso4, "tso4"), (.tso6, "tso6"),
+                                               (.tsoECN, "tso-ecn"), (.uso4, "uso4"), (.uso6, "uso6")]
+            let present = names.filter { contains($0.0) }.map(\.1)
+            return present.isEmpty ? "none" : present.joined(separator: ",")
+        }
+    }
+
     /// Tells the kernel which offloads the reader handles (`TUNSETOFFLOAD`).
     /// Needs `virtioHeader`.
-    public func setOffloads(checksum: Bool, tso4: Bool, tso6: Bool) throws(TapError) {
-        var flags: UInt32 = 0
-        if checksum { flags |= CTAP_OFFLOAD_CSUM }
-        if tso4 { flags |= CTAP_OFFLOAD_TSO4 }
-        if tso6 { flags |= CTAP_OFFLOAD_TSO6 }
-        try check(ctap_set_offload(fileDescriptor, flags), .setOffload)
+    public func setOffloads(_ offloads: Offloads) throws(TapError) {
+        try check(ctap_set_offload(fileDescriptor, offloads.rawValue), .setOffload)
     }
 
     public func setVirtioHeaderSize(_ size: Int) throws(TapError) {

@@ -8,10 +8,12 @@ extension Stack {
         let options: TCPSegmentOptions
         do {
             segment = try TCPSegment(datagram.payload)
-            var checksum = I.pseudoHeader(source: datagram.source, destination: datagram.destination, protocol: .tcp,
-                                          length: segment.bytes.byteCount)
-            checksum.add(segment.bytes)
-            guard checksum.value == 0 else { return counters.drop(WireError(.tcp, .badChecksum)) }
+            if !datagram.offload.checksumTrusted {
+                var checksum = I.pseudoHeader(source: datagram.source, destination: datagram.destination,
+                                              protocol: .tcp, length: segment.bytes.byteCount)
+                checksum.add(segment.bytes)
+                guard checksum.value == 0 else { return counters.drop(WireError(.tcp, .badChecksum)) }
+            }
             options = try TCPSegmentOptions(segment)
         } catch {
             return counters.drop(error)

@@ -33,7 +33,11 @@ extension Stack {
             connection.congestion.restartAfterIdle(mss: connection.sendMSS)
         }
         var acknowledged = false
-        while let next = nextSegment(connection) {
+        // Stop when no frame is left for a full segment: the connection goes
+        // on once the device has taken what is queued (`transmit`).
+        let largestFrame = offloads.tcpSegmentation ? FrameOutput.largeFrameSize : output.smallFrameSize
+        while output.canMakeFrame(length: largestFrame) || blockOutput(connection) {
+            guard let next = nextSegment(connection) else { break }
             transmit(connection, next)
             acknowledged = true
         }
@@ -59,10 +63,48 @@ extension Stack {
         var fin: Bool
     }
 
+    /// Records that a connection could not send for want of output buffers,
+    /// so that `transmit` resumes it once the device took the queued frames.
+    /// Returns false (the loop stops).
+    private func blockOutput<I: IPVersion>(_ connection: TCPConnection<I>) -> Bool {
+        if !connection.outputBlocked {
+            connection.outputBlocked = true
+            I.layer(of: self).tcp.blockedOutput.append(connection.id)
+        }
+        return false
+    }
+
+    /// Sends for the connections that `blockOutput` stopped. Returns whether
+    /// there were any.
+    func resumeBlockedOutput<I: IPVersion>(_ version: I.Type) -> Bool {
+        let layer = I.layer(of: self)
+        guard !layer.tcp.blockedOutput.isEmpty else { return false }
+        let blocked = layer.tcp.blockedOutput
+        layer.tcp.blockedOutput.removeAll(keepingCapacity: true)
+        for id in blocked {
+            guard let connection = layer.tcp.connection(id) else { continue }
+            connection.outputBlocked = false
+            tcpOutput(connection)
+            schedule(connection)
+        }
+        return true
+    }
+
+    /// Payload bytes one frame may carry: a segment, or with TCP segmentation
+    /// offload as many whole segments as fit a 64 KiB packet.
+    func segmentBurst<I: IPVersion>(_ connection: TCPConnection<I>) -> Int {
+        let mss = connection.segmentPayloadLimit
+        guard offloads.tcpSegmentation else { return mss }
+        let room = LinkOffloads.segmentationLimit - I.headerLength - TCPSegment.maximumHeaderLength
+        return max(1, room / mss) * mss
+    }
+
     /// What to send next, if anything: in loss recovery, RFC 6675's NextSeg
     /// within `cwnd − pipe`; otherwise data within min(cwnd, rwnd), held back
     /// by Nagle's algorithm and sender silly window avoidance (RFC 9293
-    /// §3.7.4, §3.8.6.2.1); then the FIN.
+    /// §3.7.4, §3.8.6.2.1); then the FIN. With segmentation offload a plan
+    /// may span many segments (the link cuts them); retransmissions stay one
+    /// segment each.
     private func nextSegment<I: IPVersion>(_ connection: TCPConnection<I>) -> SegmentPlan? {
         switch connection.state {
         case .established, .closeWait, .finWait1, .closing, .lastAck: break
@@ -100,8 +142,8 @@ extension Stack {
         let dataOffset = connection.sendNext - connection.sendBase
         let available = connection.sendBuffer.count - max(dataOffset, 0)
         if dataOffset >= 0, available > 0 {
-            var length = min(mss, available, budget, windowBudget)
             let resending = connection.sendMaximum - connection.sendNext > 0
+            var length = min(resending ? mss : segmentBurst(connection), available, budget, windowBudget)
             if resending {
                 // Stop at the next SACKed range.
                 let offset = connection.sendNext - connection.sendUnacknowledged
@@ -110,13 +152,20 @@ extension Stack {
                 }
             }
             guard length > 0 else { return nil }
+            let everythingQueued = length == available
+            let nothingInFlight = connection.sendNext == connection.sendUnacknowledged
+            // Nagle (RFC 9293 §3.7.4): a short segment goes alone only when
+            // it ends what is queued and nothing is in flight (or no-delay).
+            let shortMayGo = everythingQueued && (connection.noDelay || nothingInFlight)
             if connection.sendWhatFits {
                 connection.sendWhatFits = false
             } else if !resending && length < mss {
-                let everythingQueued = length == available
-                let nothingInFlight = connection.sendNext == connection.sendUnacknowledged
                 let halfWindow = connection.maximumSendWindow > 0 && length >= connection.maximumSendWindow / 2
-                guard (everythingQueued && (connection.noDelay || nothingInFlight)) || halfWindow else { return nil }
+                guard shortMayGo || halfWindow else { return nil }
+            } else if length > mss && length % mss != 0 && !shortMayGo {
+                // A multi-segment frame whose last segment would be short:
+                // the short one waits, as it would without the offload.
+                length -= length % mss
             }
             return plan(connection, from: connection.sendNext, length: length)
         }
@@ -380,8 +429,15 @@ extension Stack {
         let pseudo = I.pseudoHeader(source: connection.local.address, destination: connection.remote.address,
                                     protocol: .tcp, length: length)
         let frozenHeader = header
+        // The link finishes the checksum, and cuts a segment longer than one
+        // MSS into MSS-sized ones (each with these options).
+        let partial = offloads.transmitChecksum
+        let segmentSize = connection.segmentPayloadLimit
+        let offload: TransmitOffload = payload.count > segmentSize
+            ? .tcpSegmentation(segmentSize: segmentSize, headerLength: headerLength)
+            : partial ? .checksum(fieldOffset: TCPSegment.checksumFieldOffset) : .none
         let sent = sendIP(I.self, source: connection.local.address, destination: connection.remote.address,
-                          protocol: .tcp, payloadLength: length) { span in
+                          protocol: .tcp, payloadLength: length, offload: offload) { span in
             if !payload.isEmpty {
                 var written = headerLength
                 connection.sendBuffer.withBytes(payload) { piece in
@@ -389,7 +445,7 @@ extension Stack {
                     written += piece.count
                 }
             }
-            frozenHeader.emit(into: &span, pseudoHeader: pseudo)
+            frozenHeader.emit(into: &span, pseudoHeader: pseudo, partialChecksum: partial)
         }
         if sent { counters.count(.tcpSegmentsSent) }
         connection.lastSent = now

@@ -168,6 +168,8 @@ final class TCPConnection<I: IPVersion> {
     var lastSent: Instant
     /// The deadline this connection has in the table's timer heap.
     var scheduledDeadline: Instant?
+    /// Waiting in the table's `blockedOutput` for output buffers.
+    var outputBlocked = false
 
     // MARK: Acknowledgments
 

@@ -80,6 +80,8 @@ struct TCPTable<I: IPVersion> {
     /// connections that picked their port themselves (not accepted ones).
     var bound: [UInt16: [SocketID]] = [:]
     var timers = Heap<TCPTimerEntry>()
+    /// Connections that stopped sending for want of output buffers, oldest first.
+    var blockedOutput: [SocketID] = []
     var timeWaitCount = 0
 
     func connection(_ id: SocketID) -> TCPConnection<I>? {
