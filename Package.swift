@@ -64,7 +64,9 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "Metrics", package: "swift-metrics")],
                 swiftSettings: [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
-        .target(name: "NetstackSockets", dependencies: ["NetstackWire", "NetstackCore", "NetstackIO"],
+        .target(name: "NetstackSockets",
+                dependencies: ["NetstackWire", "NetstackCore", "NetstackIO",
+                               .product(name: "DequeModule", package: "swift-collections")],
                 swiftSettings: lifetimes + crossModule + uncheckedExclusivity
                     + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
         // The control protocol (shared by daemon and clients) and the client library.

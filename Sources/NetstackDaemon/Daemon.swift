@@ -99,7 +99,8 @@ public enum Daemon {
                           seed: system.next())
         stack.offloads = offloads.link
         let engine = try Engine(stack: stack, device: device, capture: capture, logger: logger,
-                                statisticsInterval: configuration.statisticsInterval)
+                                statisticsInterval: configuration.statisticsInterval,
+                                busyPoll: configuration.busyPoll)
         let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
         let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service), .init(service: builtins)]

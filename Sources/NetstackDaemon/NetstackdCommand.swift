@@ -36,6 +36,10 @@ public struct NetstackdCommand: ParsableCommand {
           help: "Use the TAP's checksum and segmentation offloads (a virtio-net header; on unless configured off).")
     var offloads: Bool?
 
+    @Option(name: .customLong("busy-poll-us"),
+            help: "Microseconds the engine keeps polling after the last frame before it sleeps (0: never).")
+    var busyPollMicroseconds: Int?
+
     @Option(name: .long, help: "Write every frame in and out to this pcap file.")
     var pcap: String?
 
@@ -70,6 +74,12 @@ public struct NetstackdCommand: ParsableCommand {
         }
         if let mtu { configuration.mtu = mtu }
         if let offloads { configuration.offloads = offloads }
+        if let busyPollMicroseconds {
+            guard (0...1_000_000).contains(busyPollMicroseconds) else {
+                throw ConfigurationError(field: "--busy-poll-us", message: "\(busyPollMicroseconds) is outside 0...1000000")
+            }
+            configuration.busyPoll = busyPollMicroseconds == 0 ? nil : .microseconds(busyPollMicroseconds)
+        }
         if let pcap { configuration.pcap = pcap }
         if let logLevel { configuration.logLevel = logLevel }
         if let controlSocket { configuration.controlSocket = controlSocket.isEmpty ? nil : controlSocket }

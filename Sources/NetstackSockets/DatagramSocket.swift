@@ -73,7 +73,7 @@ public struct DatagramSocketHandler<I: IPVersion>: SocketHandler, Sendable {
                 Result { () throws(SocketError) in try stack.udpSetReceiveBufferSize(I.self, id, size) }
             })
         case .clone(let reply):
-            let (stream, continuation) = AsyncStream<Request>.makeStream()
+            let (stream, continuation) = RequestStream<Request>.makeStream()
             reply.succeed(DatagramSocket(requests: continuation))
             return .merge(stream)
         case .close(let reply):
@@ -96,9 +96,9 @@ public struct DatagramSocketHandler<I: IPVersion>: SocketHandler, Sendable {
 /// when every stream is closed or dropped.
 public final class DatagramSocket<I: IPVersion>: Sendable {
     typealias Request = DatagramSocketHandler<I>.Request
-    private let requests: AsyncStream<Request>.Continuation
+    private let requests: RequestStream<Request>.Continuation
 
-    init(requests: AsyncStream<Request>.Continuation) {
+    init(requests: RequestStream<Request>.Continuation) {
         self.requests = requests
     }
 
@@ -109,17 +109,16 @@ public final class DatagramSocket<I: IPVersion>: Sendable {
     /// Opens an unbound socket, served by a worker task of its own.
     public static func open(_ runtime: SocketRuntime) async -> DatagramSocket<I> {
         let id = await runtime.perform { stack in stack.udpOpen(I.self) }
-        let (stream, continuation) = AsyncStream<Request>.makeStream()
+        let (stream, continuation) = RequestStream<Request>.makeStream()
         let worker = SocketWorker(handler: DatagramSocketHandler<I>(runtime: runtime, id: id), requests: stream)
         // Spawned here, where the compiler sees the concrete worker is Sendable.
-        Task { await worker.run() }
+        runtime.spawn { await worker.run() }
         return DatagramSocket(requests: continuation)
     }
 
     private func ask<Success: Sendable>(_ make: (Reply<Success>) -> Request) async throws(SocketError) -> Success {
         try await Reply<Success>.ask { reply in
-            if case .enqueued = requests.yield(make(reply)) { return true }
-            return false
+            requests.yield(make(reply))
         }
     }
 

@@ -1,13 +1,14 @@
 import NetstackCore
 import Synchronization
 
-/// The way back for one request's answer: resumed exactly once. If it is
-/// dropped unanswered (the socket closed with the request still queued), it
-/// answers `SocketError.closed` itself, so no caller waits forever.
+/// The way back for one request's answer: resumed exactly once (the lock
+/// takes the continuation out for the first answer; later ones find none).
+/// If it is dropped unanswered (the socket closed with the request still
+/// queued), it answers `SocketError.closed` itself, so no caller waits forever.
 public final class Reply<Success: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<Result<Success, SocketError>, Never>?>
+    private let continuation: Mutex<UnsafeContinuation<Result<Success, SocketError>, Never>?>
 
-    init(_ continuation: CheckedContinuation<Result<Success, SocketError>, Never>) {
+    init(_ continuation: UnsafeContinuation<Result<Success, SocketError>, Never>) {
         self.continuation = Mutex(continuation)
     }
 
@@ -25,7 +26,7 @@ public final class Reply<Success: Sendable>: Sendable {
 
     /// Sends a request carrying a new reply through `sink`, and waits for the answer.
     static func ask(_ sink: (Reply<Success>) -> Bool) async throws(SocketError) -> Success {
-        let result = await withCheckedContinuation { continuation in
+        let result = await withUnsafeContinuation { continuation in
             let reply = Reply(continuation)
             if !sink(reply) { reply.fail(.closed) }
         }

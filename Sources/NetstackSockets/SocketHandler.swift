@@ -23,7 +23,7 @@ public enum ControlFlow<Request: Sendable>: Sendable {
     /// Go on with the next request.
     case proceed
     /// Go on, and also serve requests from this new stream (a clone).
-    case merge(AsyncStream<Request>)
+    case merge(RequestStream<Request>)
     /// This stream is done (the client sent close); the socket closes when
     /// it was the last one.
     case closeStream
@@ -38,9 +38,9 @@ public enum ControlFlow<Request: Sendable>: Sendable {
 /// can spawn it as a task of its own and the compiler checks that it may.
 public struct SocketWorker<Handler: SocketHandler> {
     private var handler: Handler
-    private let requests: AsyncStream<Handler.Request>
+    private let requests: RequestStream<Handler.Request>
 
-    public init(handler: Handler, requests: AsyncStream<Handler.Request>) {
+    public init(handler: Handler, requests: RequestStream<Handler.Request>) {
         self.handler = handler
         self.requests = requests
     }
@@ -48,57 +48,33 @@ public struct SocketWorker<Handler: SocketHandler> {
     /// Serves until the socket closes.
     public consuming func run() async {
         var handler = self.handler
-        let (inbox, sink) = AsyncStream<WorkerEvent<Handler.Request>>.makeStream()
-        await withDiscardingTaskGroup { group in
-            var streams = 0
-            var live = 0
-            var closed = Set<Int>()
-            func merge(_ stream: AsyncStream<Handler.Request>) {
-                let id = streams
-                streams += 1
-                live += 1
-                group.addTask { await forward(stream, as: id, into: sink) }
-            }
-            merge(requests)
-            for await event in inbox {
-                switch event {
-                case .request(let stream, let request):
-                    // A stream that asked to close gets nothing more handled;
-                    // whatever it still sends is dropped (and so replied to
-                    // with "closed" by the requests' own reply handles).
-                    guard !closed.contains(stream) else { continue }
-                    switch await handler.handle(request) {
-                    case .proceed:
-                        break
-                    case .merge(let newStream):
-                        merge(newStream)
-                    case .closeStream:
-                        closed.insert(stream)
-                        live -= 1
-                    }
-                case .ended(let stream):
-                    if closed.insert(stream).inserted { live -= 1 }
+        let inbox = requests.inbox
+        var live = 1
+        var closed = Set<Int>()
+        while live > 0, let entry = await inbox.next() {
+            switch entry {
+            case .request(let stream, let request):
+                // A stream that asked to close gets nothing more handled;
+                // whatever it still sends is dropped (and so replied to with
+                // "closed" by the requests' own reply handles).
+                guard !closed.contains(stream) else { continue }
+                switch await handler.handle(request) {
+                case .proceed:
+                    break
+                case .merge(let stream):
+                    inbox.absorb(stream.inbox)
+                    live += 1
+                case .closeStream:
+                    closed.insert(stream)
+                    live -= 1
                 }
-                if live == 0 { break }
+            case .ended(let stream):
+                if closed.insert(stream).inserted { live -= 1 }
             }
-            sink.finish()
-            group.cancelAll()
         }
+        inbox.close()
         await handler.close()
     }
 }
 
 extension SocketWorker: Sendable where Handler: Sendable {}
-
-/// What the worker's merged inbox carries.
-private enum WorkerEvent<Request: Sendable>: Sendable {
-    case request(stream: Int, Request)
-    case ended(stream: Int)
-}
-
-/// Copies one request stream into the worker's inbox, tagged, then says it ended.
-private func forward<Request: Sendable>(_ stream: AsyncStream<Request>, as id: Int,
-                                        into sink: AsyncStream<WorkerEvent<Request>>.Continuation) async {
-    for await request in stream { sink.yield(.request(stream: id, request)) }
-    sink.yield(.ended(stream: id))
-}

@@ -155,7 +155,7 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
                 Result { () throws(SocketError) in try stack.tcpRemoteEndpoint(I.self, id) }
             })
         case .clone(let reply):
-            let (stream, continuation) = AsyncStream<Request>.makeStream()
+            let (stream, continuation) = RequestStream<Request>.makeStream()
             reply.succeed(StreamSocket(requests: continuation))
             return .merge(stream)
         case .close(let reply):
@@ -195,9 +195,9 @@ private final class AbortFlag: Sendable {
 /// socket closes when every stream is closed or dropped.
 public final class StreamSocket<I: IPVersion>: Sendable {
     typealias Request = StreamSocketHandler<I>.Request
-    private let requests: AsyncStream<Request>.Continuation
+    private let requests: RequestStream<Request>.Continuation
 
-    init(requests: AsyncStream<Request>.Continuation) {
+    init(requests: RequestStream<Request>.Continuation) {
         self.requests = requests
     }
 
@@ -214,16 +214,15 @@ public final class StreamSocket<I: IPVersion>: Sendable {
     /// Starts a worker for the core socket `id` (new, or just accepted).
     /// Spawned here, where the compiler sees the concrete worker is Sendable.
     static func serve(_ id: SocketID, _ runtime: SocketRuntime) -> StreamSocket<I> {
-        let (stream, continuation) = AsyncStream<Request>.makeStream()
+        let (stream, continuation) = RequestStream<Request>.makeStream()
         let worker = SocketWorker(handler: StreamSocketHandler<I>(runtime: runtime, id: id), requests: stream)
-        Task { await worker.run() }
+        runtime.spawn { await worker.run() }
         return StreamSocket(requests: continuation)
     }
 
     private func ask<Success: Sendable>(_ make: (Reply<Success>) -> Request) async throws(SocketError) -> Success {
         try await Reply<Success>.ask { reply in
-            if case .enqueued = requests.yield(make(reply)) { return true }
-            return false
+            requests.yield(make(reply))
         }
     }
 

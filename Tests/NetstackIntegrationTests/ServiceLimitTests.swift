@@ -87,7 +87,10 @@ struct ServiceLimitTests {
         #expect(metrics["netstack_service_connections_calls_total{\(labels)}"] == 3, "\(metrics)")
         #expect(metrics["netstack_service_connections_errors_total{\(labels),error=\"OverloadedError\"}"] == 1, "\(metrics)")
         #expect(metrics["netstack_service_served_calls_total{\(labels)}"] == 2, "\(metrics)")
-        #expect(daemon.finalCounters["tcp.resetsSent"] == 1, "\(daemon.finalCounters)")
+        // The service's reset, and one more for each segment nc sent after
+        // it arrived (its data, its FIN: RFC 9293 §3.10.7.1), which depends
+        // on how fast the reset was.
+        #expect((1...3).contains(daemon.finalCounters["tcp.resetsSent"] ?? 0), "\(daemon.finalCounters)")
     }
 }
 

@@ -21,7 +21,7 @@ final class Journal: Sendable {
 struct RecordingHandler: SocketHandler, Sendable {
     enum Request: Sendable {
         case work(String, done: @Sendable () -> Void)
-        case clone(@Sendable (AsyncStream<Request>.Continuation) -> Void)
+        case clone(@Sendable (RequestStream<Request>.Continuation) -> Void)
         case close
     }
 
@@ -36,7 +36,7 @@ struct RecordingHandler: SocketHandler, Sendable {
             done()
             return .proceed
         case .clone(let reply):
-            let (stream, continuation) = AsyncStream<Request>.makeStream()
+            let (stream, continuation) = RequestStream<Request>.makeStream()
             reply(continuation)
             return .merge(stream)
         case .close:
@@ -50,20 +50,20 @@ struct RecordingHandler: SocketHandler, Sendable {
 }
 
 @Suite struct SocketWorkerTests {
-    func start(_ journal: Journal) -> (AsyncStream<RecordingHandler.Request>.Continuation, Task<Void, Never>) {
-        let (stream, continuation) = AsyncStream<RecordingHandler.Request>.makeStream()
+    func start(_ journal: Journal) -> (RequestStream<RecordingHandler.Request>.Continuation, Task<Void, Never>) {
+        let (stream, continuation) = RequestStream<RecordingHandler.Request>.makeStream()
         let worker = SocketWorker(handler: RecordingHandler(journal: journal), requests: stream)
         return (continuation, Task { await worker.run() })
     }
 
-    func clone(_ stream: AsyncStream<RecordingHandler.Request>.Continuation) async
-        -> AsyncStream<RecordingHandler.Request>.Continuation {
+    func clone(_ stream: RequestStream<RecordingHandler.Request>.Continuation) async
+        -> RequestStream<RecordingHandler.Request>.Continuation {
         await withCheckedContinuation { continuation in
             stream.yield(.clone { continuation.resume(returning: $0) })
         }
     }
 
-    func work(_ stream: AsyncStream<RecordingHandler.Request>.Continuation, _ name: String) async {
+    func work(_ stream: RequestStream<RecordingHandler.Request>.Continuation, _ name: String) async {
         await withCheckedContinuation { continuation in
             stream.yield(.work(name, done: { continuation.resume() }))
         }
@@ -137,7 +137,7 @@ struct RecordingHandler: SocketHandler, Sendable {
     @Test func tenThousandClonesAreAllServed() async {
         let journal = Journal()
         let (first, task) = start(journal)
-        var clones: [AsyncStream<RecordingHandler.Request>.Continuation] = []
+        var clones: [RequestStream<RecordingHandler.Request>.Continuation] = []
         for _ in 0..<10_000 { clones.append(await clone(first)) }
         await withTaskGroup(of: Void.self) { group in
             for (index, stream) in clones.enumerated() {

@@ -80,6 +80,12 @@ public enum ConfigurationFile {
                 guard seconds >= 0 else { throw daemon.error("statistics-interval", "must not be negative") }
                 configuration.statisticsInterval = seconds == 0 ? nil : .seconds(seconds)
             }
+            if let microseconds = try daemon.int("busy-poll-us") {
+                guard (0...1_000_000).contains(microseconds) else {
+                    throw daemon.error("busy-poll-us", "\(microseconds) is outside 0...1000000")
+                }
+                configuration.busyPoll = microseconds == 0 ? nil : .microseconds(microseconds)
+            }
             try daemon.finish()
         }
         if var control = try top.section("control") {

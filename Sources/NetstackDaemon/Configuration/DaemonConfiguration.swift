@@ -21,6 +21,9 @@ public struct DaemonConfiguration: Sendable {
     public var pcap: String?
     /// Seconds between counter summaries at log level info; nil for none.
     public var statisticsInterval: Duration? = .seconds(10)
+    /// How long the engine polls without sleeping after the last frame or
+    /// request; nil: it sleeps at once.
+    public var busyPoll: Duration?
     public var dadTransmits = 1
     public var routerSolicitations = 3
     public var reassemblyMemory = 4 * 1024 * 1024

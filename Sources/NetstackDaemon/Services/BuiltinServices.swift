@@ -22,23 +22,33 @@ struct BuiltinServices: ServiceLifecycle.Service {
     func run() async throws {
         let open = OpenSockets()
         await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for setting in settings where setting.transports.contains(.udp) {
-                    let stack = ServiceStacks.datagrams(setting, logger: logger)
-                    group.addTask { await serveUDP(setting, stack, IPv4.self, open) }
-                    group.addTask { await serveUDP(setting, stack, IPv6.self, open) }
-                }
-                for setting in settings where setting.transports.contains(.tcp) {
-                    // One stack for both IP versions: the limits count both.
-                    let stack = ServiceStacks.connections(setting, logger: logger)
-                    let admission = LoadShed(inner: ConcurrencyLimit(
-                        inner: stack, limit: setting.maxConnections + Self.waitingConnections))
-                    group.addTask { await serveTCP(setting, admission, IPv4.self, open) }
-                    group.addTask { await serveTCP(setting, admission, IPv6.self, open) }
-                }
+            // On the engine's thread: each socket operation of a service is
+            // then a function call, and a request that came with a frame is
+            // answered before the engine next waits.
+            await withTaskExecutorPreference(sockets.executor) {
+                await serveAll(open)
             }
         } onGracefulShutdown: {
             open.closeAll()
+        }
+    }
+
+    /// Every configured service, each on both IP versions.
+    private func serveAll(_ open: OpenSockets) async {
+        await withDiscardingTaskGroup { group in
+            for setting in settings where setting.transports.contains(.udp) {
+                let stack = ServiceStacks.datagrams(setting, logger: logger)
+                group.addTask { await serveUDP(setting, stack, IPv4.self, open) }
+                group.addTask { await serveUDP(setting, stack, IPv6.self, open) }
+            }
+            for setting in settings where setting.transports.contains(.tcp) {
+                // One stack for both IP versions: the limits count both.
+                let stack = ServiceStacks.connections(setting, logger: logger)
+                let admission = LoadShed(inner: ConcurrencyLimit(
+                    inner: stack, limit: setting.maxConnections + Self.waitingConnections))
+                group.addTask { await serveTCP(setting, admission, IPv4.self, open) }
+                group.addTask { await serveTCP(setting, admission, IPv6.self, open) }
+            }
         }
     }
 

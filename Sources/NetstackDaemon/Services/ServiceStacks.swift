@@ -1,5 +1,6 @@
 import Logging
 import NetstackService
+import Synchronization
 
 /// The connection moved no byte for the configured time and was reset.
 struct IdleTimeoutError: Error, CustomStringConvertible {
@@ -7,37 +8,23 @@ struct IdleTimeoutError: Error, CustomStringConvertible {
     var description: String { "idle for \(limit)" }
 }
 
-/// Resets a connection that moves no byte for `limit`. A watchdog beside
-/// the call looks at the connection's activity every quarter of the limit,
-/// so an idle connection goes after between 1 and 1.25 times the limit.
-/// The inner call runs in the caller's task; only the watchdog is a child.
-/// Without a limit, the call goes straight through.
+/// Resets a connection that moves no byte for `limit`. One watcher per
+/// service looks at the activity of every connection it serves each quarter
+/// of the limit, so an idle connection goes after between 1 and 1.25 times
+/// the limit, and a connection costs an entry in a table, not a task and a
+/// timer of its own. Without a limit, the call goes straight through.
 struct IdleTimeout<Inner: Service>: Service where Inner.Request == ServedConnection {
     let inner: Inner
-    let limit: Duration?
+    let watcher: IdleWatcher?
 
     func call(_ connection: ServedConnection) async throws -> Inner.Response {
-        guard let limit else { return try await inner.call(connection) }
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { [limit] in
-                let slice = limit / 4
-                var seen = connection.activityCount
-                var quiet = Duration.zero
-                while quiet < limit {
-                    try await Task.sleep(for: slice)
-                    let now = connection.activityCount
-                    quiet = now == seen ? quiet + slice : .zero
-                    seen = now
-                }
-                connection.markIdled()
-                await connection.reset()
-            }
-            defer { group.cancelAll() }
-            do {
-                return try await inner.call(connection)
-            } catch where connection.wasIdled {
-                throw IdleTimeoutError(limit: limit)
-            }
+        guard let watcher else { return try await inner.call(connection) }
+        let token = watcher.watch(connection)
+        defer { watcher.unwatch(token) }
+        do {
+            return try await inner.call(connection)
+        } catch where connection.wasIdled {
+            throw IdleTimeoutError(limit: watcher.limit)
         }
     }
 }
@@ -45,8 +32,72 @@ struct IdleTimeout<Inner: Service>: Service where Inner.Request == ServedConnect
 extension IdleTimeout: Sendable where Inner: Sendable {}
 
 struct IdleTimeoutLayer<Inner: Service>: Layer where Inner.Request == ServedConnection {
-    let limit: Duration?
-    func wrap(_ inner: Inner) -> IdleTimeout<Inner> { IdleTimeout(inner: inner, limit: limit) }
+    let watcher: IdleWatcher?
+    init(limit: Duration?) { watcher = limit.map(IdleWatcher.init) }
+    func wrap(_ inner: Inner) -> IdleTimeout<Inner> { IdleTimeout(inner: inner, watcher: watcher) }
+}
+
+/// The connections one service serves, and how long each has been quiet.
+/// A task sweeps them every quarter of the limit while there are any.
+final class IdleWatcher: Sendable {
+    let limit: Duration
+    private struct Watched {
+        let connection: ServedConnection
+        var seen: UInt64
+        var quiet = Duration.zero
+    }
+    private let state = Mutex<(next: Int, watched: [Int: Watched], sweeping: Bool)>((0, [:], false))
+
+    init(limit: Duration) {
+        self.limit = limit
+    }
+
+    /// Starts watching `connection`; the token ends it.
+    func watch(_ connection: ServedConnection) -> Int {
+        let (token, start) = state.withLock { state -> (Int, Bool) in
+            state.next += 1
+            state.watched[state.next] = Watched(connection: connection, seen: connection.activityCount)
+            defer { state.sweeping = true }
+            return (state.next, !state.sweeping)
+        }
+        if start { Task { await sweep() } }
+        return token
+    }
+
+    func unwatch(_ token: Int) {
+        _ = state.withLock { $0.watched.removeValue(forKey: token) }
+    }
+
+    private func sweep() async {
+        let slice = limit / 4
+        while true {
+            do { try await Task.sleep(for: slice) } catch { return }
+            let idle = state.withLock { state -> [ServedConnection]? in
+                guard !state.watched.isEmpty else {
+                    state.sweeping = false
+                    return nil
+                }
+                var idle: [ServedConnection] = []
+                for (token, var entry) in state.watched {
+                    let activity = entry.connection.activityCount
+                    entry.quiet = activity == entry.seen ? entry.quiet + slice : .zero
+                    entry.seen = activity
+                    if entry.quiet >= limit {
+                        idle.append(entry.connection)
+                        state.watched.removeValue(forKey: token)
+                    } else {
+                        state.watched[token] = entry
+                    }
+                }
+                return idle
+            }
+            guard let idle else { return }
+            for connection in idle {
+                connection.markIdled()
+                await connection.reset()
+            }
+        }
+    }
 }
 
 /// The middleware stacks of the built-in services, read from the configuration.

@@ -35,14 +35,26 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     private let mailbox: EngineMailbox
     /// Socket operations, run on this engine's thread.
     public let sockets: SocketRuntime
+    /// Tasks that run on this engine's thread (socket workers, and services
+    /// that prefer it): their socket operations need no hop.
+    public let executor: EngineExecutor
     private var receiveBuffer: [UInt8]
     /// Frames handled per batch before the loop looks at timers and output.
     private let batchLimit = 256
 
+    /// How long the loop keeps polling without sleeping after the last
+    /// frame or request (nil: it sleeps at once). Spinning saves the wake-up
+    /// of a sleeping thread on the next frame, at the price of a busy core
+    /// while traffic lasts.
+    private let busyPoll: Duration?
+
     public init(stack: Stack, device: consuming Device, capture: PcapWriter? = nil, logger: Logger,
-                statisticsInterval: Duration? = .seconds(10)) throws(TapError) {
-        mailbox = try EngineMailbox(stack: stack)
-        sockets = SocketRuntime(submit: { [mailbox] work in mailbox.submit(work) })
+                statisticsInterval: Duration? = .seconds(10), busyPoll: Duration? = nil) throws(TapError) {
+        self.busyPoll = busyPoll
+        let mailbox = try EngineMailbox(stack: stack)
+        self.mailbox = mailbox
+        executor = EngineExecutor(wake: { [mailbox] in mailbox.wake() })
+        sockets = SocketRuntime(submit: { [mailbox] work in mailbox.submit(work) }, executor: executor)
         self.stack = stack
         self.device = device
         self.capture = capture
@@ -77,11 +89,17 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
 
     /// The loop. Returns when `stop()` was called, or throws on a device error.
     public func run() throws {
+        executor.adoptCurrentThread(true)
         defer {
             // Nothing will wake parked socket operations any more: end them
             // ("closed"), then run what was submitted meanwhile.
             sockets.cancelAllWaits()
             mailbox.finish()
+            executor.adoptCurrentThread(false)
+            // Tasks still queued here finish elsewhere: their operations
+            // now run at once (the mailbox has finished) and fail "closed".
+            let leftover = EngineLeftovers(executor)
+            Task.detached { leftover.run() }
         }
         var lastStatistics = SystemClock.monotonic()
         var descriptors = [
@@ -90,27 +108,49 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         ]
         var pending: [@Sendable (Stack) -> Void] = []
         pending.reserveCapacity(64)
+        var lastActivity = SystemClock.monotonic()
         while !stopping.load(ordering: .acquiring) {
             let now = SystemClock.monotonic()
-            var timeout: Int32 = 1000
-            if stack.hasOutput || stack.hasSocketEvents {
-                timeout = 0
-            } else if let deadline = stack.nextDeadline {
-                let milliseconds = (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
-                timeout = Int32(clamping: max(0, min(milliseconds, 1000)))
-            }
-            descriptors[0].revents = 0
-            descriptors[1].revents = 0
-            if poll(&descriptors, 2, timeout) < 0 && errno != EINTR {
-                throw TapError(interface: "engine", operation: .poll, code: errno)
+            let deadline = stack.nextDeadline
+            let busy = stack.hasOutput || stack.hasSocketEvents || executor.hasJobs
+            // While spinning, the non-blocking reads below are the poll: no
+            // wait queue to join and leave, no wake-up to pay on the next frame.
+            let spinning = busyPoll.map { now - lastActivity < $0 } ?? false
+            if !busy && !spinning {
+                var timeout: Int32 = 1000
+                if let deadline {
+                    let milliseconds = (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
+                    timeout = Int32(clamping: max(0, min(milliseconds, 1000)))
+                }
+                descriptors[0].revents = 0
+                descriptors[1].revents = 0
+                if poll(&descriptors, 2, timeout) < 0 && errno != EINTR {
+                    throw TapError(interface: "engine", operation: .poll, code: errno)
+                }
+                if descriptors[1].revents != 0 { mailbox.clearWake() }
             }
             let current = SystemClock.monotonic()
-            if descriptors[1].revents != 0 { mailbox.clearWake() }
             mailbox.take(into: &pending)
+            let submitted = !pending.isEmpty
             for work in pending { work(stack) }
             pending.removeAll(keepingCapacity: true)
-            try receiveBatch(now: current)
+            let received = try receiveBatch(now: current)
+            if received > 0 || submitted {
+                lastActivity = current
+            } else if spinning && !busy && !executor.hasJobs && (deadline.map { $0 > current } ?? true) {
+                // Let anything else runnable on this core (a client of the
+                // stack, say) go first: spinning must not delay it.
+                sched_yield()
+                continue
+            }
             stack.poll(now: current)
+            // What the stack answered by itself (echo replies, SYN-ACKs,
+            // ACKs) leaves before the tasks run.
+            try transmit()
+            sockets.deliverEvents(stack)
+            // The tasks those events resumed, and the operations they start
+            // (answered here, so a reply leaves with this batch).
+            mailbox.runJobs(executor)
             sockets.deliverEvents(stack)
             try transmit()
             for notice in stack.takeNotices() { logger.info("\(notice)") }
@@ -123,16 +163,18 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         try capture?.flush()
     }
 
-    private func receiveBatch(now: Instant) throws {
-        for _ in 0..<batchLimit {
+    /// Receives up to a batch of frames; how many there were.
+    private func receiveBatch(now: Instant) throws -> Int {
+        for count in 0..<batchLimit {
             let length = try receiveBuffer.withUnsafeMutableBytes { try device.receive(into: $0) }
-            guard let length else { return }
+            guard let length else { return count }
             receiveBuffer.withUnsafeBytes { all in
                 let frame = UnsafeRawBufferPointer(rebasing: all[0..<length])
                 capture(frame)
                 stack.receive(frame: RawSpan(_unsafeBytes: frame), now: now)
             }
         }
+        return batchLimit
     }
 
     private func transmit() throws {
@@ -169,8 +211,14 @@ final class EngineMailbox: @unchecked Sendable {
     // @unchecked: `stack` is used here only under `state`'s lock once the loop
     // has finished (`finished == true`): the engine thread no longer touches
     // it then, so work runs at once on the submitting thread, one at a time.
+    // Before that, `submit` touches it directly only on the engine thread
+    // while `runningJobs` is set, and only that thread reads or writes
+    // `runningJobs` (other threads see that they are not the engine's thread
+    // before they would look at it).
     private let stack: Stack
     private let state = Mutex<(work: [@Sendable (Stack) -> Void], finished: Bool)>(([], false))
+    private var runningJobs = false
+    private var executor: EngineExecutor?
     let wakeDescriptor: Int32
 
     init(stack: Stack) throws(TapError) {
@@ -185,6 +233,11 @@ final class EngineMailbox: @unchecked Sendable {
     }
 
     func submit(_ work: @escaping @Sendable (Stack) -> Void) {
+        // A task running on the engine (between batches): the work runs now.
+        if let executor, executor.isEngineThread, runningJobs {
+            work(stack)
+            return
+        }
         let queued = state.withLock { state -> Bool in
             if state.finished {
                 work(stack)
@@ -194,6 +247,15 @@ final class EngineMailbox: @unchecked Sendable {
             return true
         }
         if queued { wake() }
+    }
+
+    /// Runs the executor's jobs on the engine thread; the socket operations
+    /// they submit run inline.
+    func runJobs(_ executor: EngineExecutor) {
+        self.executor = executor
+        runningJobs = true
+        executor.runJobs()
+        runningJobs = false
     }
 
     /// Moves the queued work into `pending` (which must be empty).
@@ -220,5 +282,17 @@ final class EngineMailbox: @unchecked Sendable {
     func clearWake() {
         var count: UInt64 = 0
         _ = read(wakeDescriptor, &count, 8)
+    }
+}
+
+/// The jobs an engine's executor still holds when its loop ends, run on the
+/// global executor so that their tasks see the engine closed and finish.
+private struct EngineLeftovers: @unchecked Sendable {
+    // @unchecked: the executor is Sendable; this only carries it to one
+    // detached task, which alone calls `runJobs` after the loop has ended.
+    let executor: EngineExecutor
+    init(_ executor: EngineExecutor) { self.executor = executor }
+    func run() {
+        while executor.runJobs() > 0 {}
     }
 }

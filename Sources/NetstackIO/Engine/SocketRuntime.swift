@@ -20,9 +20,25 @@ public final class SocketRuntime: Sendable {
     /// Set when the engine stops: from then on nothing waits.
     private let stopped = Atomic<Bool>(false)
 
+    /// Where socket workers run: the engine's own executor, or (nil) the
+    /// global one.
+    public let executor: EngineExecutor?
+
     /// `submit` runs work on the engine thread.
-    public init(submit: @escaping @Sendable (@escaping @Sendable (Stack) -> Void) -> Void) {
+    public init(submit: @escaping @Sendable (@escaping @Sendable (Stack) -> Void) -> Void,
+                executor: EngineExecutor? = nil) {
         submitWork = submit
+        self.executor = executor
+    }
+
+    /// Starts `body` as a task of its own, on the engine's executor when
+    /// there is one (socket workers: their hops are then function calls).
+    public func spawn(_ body: sending @escaping @isolated(any) () async -> Void) {
+        if let executor {
+            Task(executorPreference: executor, operation: body)
+        } else {
+            Task(operation: body)
+        }
     }
 
     /// Runs `operation` with the stack on the engine thread and returns its result.

@@ -1,3 +1,4 @@
+import Glibc
 import NetstackCore
 import NetstackWire
 
@@ -49,27 +50,53 @@ extension TapDevice {
             do {
                 let device = try TapDevice(name: name, options: Options(virtioHeader: true, multiQueue: multiQueue))
                 try device.setVirtioHeaderSize(VirtioNetHeader.length)
-                for preference in preferences {
-                    do {
-                        try device.setOffloads(preference)
-                        report.accepted = preference
-                        report.link = .virtio
-                        return device
-                    } catch {
-                        refusal = error
-                    }
+                if let accepted = device.firstAccepted(preferences, refusal: &refusal) {
+                    report.accepted = accepted
+                    report.link = .virtio
+                    return device
                 }
+                // Closed before the plain device opens (one reader at a time).
+                _ = consume device
             } catch {
                 // A kernel without IFF_VNET_HDR (or TUNSETVNETHDRSZ): plain frames.
                 refusal = error
             }
             report.refusal = refusal
         }
-        let device = try TapDevice(name: name, options: Options(virtioHeader: false, multiQueue: multiQueue))
+        let device = try openRetryingWhileBusy(name: name, options: Options(virtioHeader: false, multiQueue: multiQueue))
         // Offloads are the interface's, not the descriptor's: a persistent
         // TAP keeps those a previous reader asked for, and the kernel would go
         // on handing over large segments with partial checksums.
         try device.setOffloads([])
         return device
+    }
+
+    /// Opens `name`, trying again for up to 200 ms while the kernel says
+    /// it is busy: the descriptor just closed may live on a moment in a
+    /// child that a fork copied it into (until its exec closes it).
+    private static func openRetryingWhileBusy(name: String, options: Options) throws(TapError) -> TapDevice {
+        var attempts = 0
+        while true {
+            do {
+                return try TapDevice(name: name, options: options)
+            } catch where error.code == EBUSY && attempts < 40 {
+                attempts += 1
+                usleep(5000)
+            }
+        }
+    }
+
+    /// The first of `preferences` the kernel accepts (set on the device), or
+    /// nil with the last refusal.
+    private func firstAccepted(_ preferences: [Offloads], refusal: inout TapError?) -> Offloads? {
+        for preference in preferences {
+            do {
+                try setOffloads(preference)
+                return preference
+            } catch {
+                refusal = error
+            }
+        }
+        return nil
     }
 }

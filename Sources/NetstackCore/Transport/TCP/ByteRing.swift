@@ -5,31 +5,67 @@
 /// acknowledged. The receive side also writes out of order (a segment beyond a
 /// hole lands at its offset), which is why writes take an offset: the ring's
 /// capacity is the receive window, so anything the peer may send fits.
+///
+/// Memory follows use, not capacity: the storage starts empty and doubles
+/// (from 4 KiB) only when a write needs more, up to the capacity, without
+/// zero-filling. An idle connection costs a few kilobytes, a bulk one its
+/// window; growing copies what is held once.
 struct ByteRing {
-    private var storage: [UInt8]
+    private var storage: [UInt8] = []
     /// Where offset 0 is in `storage`.
     private var head = 0
     /// Bytes from offset 0 that are present (contiguous).
     private(set) var count = 0
+    /// The most the ring may hold.
+    private(set) var capacity: Int
+
+    /// Storage is never smaller than this once it exists.
+    static let minimumStorage = 4096
 
     init(capacity: Int) {
-        storage = [UInt8](repeating: 0, count: capacity)
+        self.capacity = capacity
     }
 
-    var capacity: Int { storage.count }
-    var free: Int { storage.count - count }
+    var free: Int { capacity - count }
     var isEmpty: Bool { count == 0 }
+    /// Bytes of memory the ring holds now.
+    var allocatedBytes: Int { storage.count }
+
+    /// Makes room for offsets below `end` (at most the capacity), keeping
+    /// every byte at its offset.
+    private mutating func reserve(_ end: Int) {
+        guard end > storage.count else { return }
+        var size = max(storage.count * 2, Self.minimumStorage)
+        while size < end { size *= 2 }
+        size = min(size, capacity)
+        let old = storage
+        let oldHead = head
+        storage = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            // What the old storage holds, unrolled so that offset 0 is first.
+            old.withUnsafeBytes { source in
+                let target = UnsafeMutableRawBufferPointer(buffer)
+                let first = source.count - oldHead
+                if source.count > 0 {
+                    target.baseAddress!.copyMemory(from: source.baseAddress! + oldHead, byteCount: first)
+                    (target.baseAddress! + first).copyMemory(from: source.baseAddress!, byteCount: oldHead)
+                }
+            }
+            initialized = size
+        }
+        head = 0
+    }
 
     /// Copies `bytes` to `offset` (which may be past `count`: out of order).
     /// Writes beyond the capacity are cut off. Returns the bytes written.
     @discardableResult
     mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {
-        let length = max(0, min(bytes.count, storage.count - offset))
+        let length = max(0, min(bytes.count, capacity - offset))
         guard length > 0, let source = bytes.baseAddress else { return 0 }
-        let capacity = storage.count
+        reserve(offset + length)
+        let size = storage.count
+        let start = (head + offset) % size
         storage.withUnsafeMutableBytes { ring in
-            let start = (head + offset) % capacity
-            let first = min(length, capacity - start)
+            let first = min(length, size - start)
             (ring.baseAddress! + start).copyMemory(from: source, byteCount: first)
             if first < length {
                 ring.baseAddress!.copyMemory(from: source + first, byteCount: length - first)
@@ -65,10 +101,11 @@ struct ByteRing {
     /// most two pieces (the ring may wrap).
     func withBytes(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Void) {
         guard !range.isEmpty else { return }
-        let capacity = storage.count
+        precondition(range.upperBound <= storage.count, "read past the ring")
+        let size = storage.count
         storage.withUnsafeBytes { ring in
-            let start = (head + range.lowerBound) % capacity
-            let first = min(range.count, capacity - start)
+            let start = (head + range.lowerBound) % size
+            let first = min(range.count, size - start)
             body(UnsafeRawBufferPointer(rebasing: ring[start..<(start + first)]))
             if first < range.count {
                 body(UnsafeRawBufferPointer(rebasing: ring[0..<(range.count - first)]))
@@ -89,11 +126,11 @@ struct ByteRing {
     /// ring holding out-of-order data).
     mutating func resize(_ capacity: Int) {
         let keep = min(count, capacity)
-        var fresh = [UInt8](repeating: 0, count: capacity)
-        fresh.withUnsafeMutableBytes { copy(0..<keep, into: $0) }
-        storage = fresh
-        head = 0
-        count = keep
+        var fresh = ByteRing(capacity: capacity)
+        if keep > 0 {
+            withBytes(0..<keep) { _ = fresh.append($0) }
+        }
+        self = fresh
     }
 }
 
