@@ -152,7 +152,7 @@ public final class RemoteSocket: Sendable {
         return bound
     }
 
-    public func listen(backlog: Int = 128) async throws {
+    public func listen(backlog: Int = 4096) async throws {
         try await connection.exchange(.listen(backlog: UInt32(clamping: backlog)))
     }
 

@@ -231,7 +231,7 @@ public final class StreamSocket<I: IPVersion>: Sendable {
         try await ask { .bind(local, $0) }
     }
 
-    public func listen(backlog: Int = 128) async throws(SocketError) {
+    public func listen(backlog: Int = 4096) async throws(SocketError) {
         try await ask { .listen(backlog: backlog, $0) }
     }
 

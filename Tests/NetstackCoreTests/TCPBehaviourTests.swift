@@ -39,6 +39,29 @@ import Testing
         stack.tcpSockets(IPv4.self).first { $0.id == id }?.state
     }
 
+    @Test func ringsHoldMemoryOnlyWhileTheyHoldData() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 5)
+        let (client, server, _) = try connect(simulation)
+        func memory(_ stack: Stack, _ id: SocketID) -> Int {
+            stack.tcpSockets(IPv4.self).first { $0.id == id }?.bufferMemory ?? -1
+        }
+        #expect(memory(simulation.left, client) == 0 && memory(simulation.right, server) == 0, "nothing before data")
+        #expect(try send(simulation.left, client, [42]) == 1)
+        simulation.run(for: .seconds(1)) { $0.right.tcpReadable(IPv4.self, server) == 1 }
+        #expect(memory(simulation.right, server) > 0, "the byte waits in the receive ring")
+        #expect(try receive(simulation.right, server) == [42])
+        simulation.run(for: .seconds(1)) { sim in
+            sim.left.tcpSockets(IPv4.self).first { $0.id == client }?.sendQueue == 0
+        }
+        #expect(memory(simulation.left, client) == 0, "acknowledged: the send ring let go")
+        #expect(memory(simulation.right, server) == 0, "read: the receive ring let go")
+        // A bulk burst grows the rings, past their small size, up to what is held.
+        let burst = [UInt8](repeating: 7, count: 200_000)
+        #expect(try send(simulation.left, client, burst) == 200_000)
+        #expect(memory(simulation.left, client) >= 200_000)
+        #expect(memory(simulation.left, client) <= 256 * 1024 + 128, "never past the buffer size")
+    }
+
     @Test func simultaneousOpen() throws {
         let simulation = Simulation(faults: LinkFaults(), seed: 1)
         let left = simulation.left.tcpOpen(IPv4.self)

@@ -80,7 +80,7 @@ icmp-error-burst = 50
 [services.echo]
 port = 7
 transports = ["udp", "tcp"]
-max-connections = 256
+max-connections = 16384
 overflow = "wait"
 idle-timeout = 300
 rate-limit = 0

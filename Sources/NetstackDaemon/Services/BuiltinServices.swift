@@ -94,7 +94,7 @@ struct BuiltinServices: ServiceLifecycle.Service {
         guard open.register({ await listener.close() }) != nil else { return }
         do {
             let local = try await listener.bind(.any(port: setting.port))
-            try await listener.listen(backlog: 128)
+            try await listener.listen(backlog: 4096)
             logger.info("tcp \(setting.kind.rawValue) on \(local)")
         } catch {
             logger.error("tcp \(setting.kind.rawValue) on \(I.name) port \(setting.port): \(error)")

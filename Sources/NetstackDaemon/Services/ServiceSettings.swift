@@ -40,7 +40,7 @@ public struct ServiceSetting: Sendable, Hashable {
     public var port: UInt16
     public var transports: Set<TransportKind>
     /// TCP connections served at once.
-    public var maxConnections: Int = 256
+    public var maxConnections: Int = 16_384
     public var overflow: OverflowPolicy = .wait
     /// A TCP connection that moves no byte for this long is reset; nil: never.
     public var idleTimeout: Duration? = .seconds(300)

@@ -7,9 +7,10 @@
 /// capacity is the receive window, so anything the peer may send fits.
 ///
 /// Memory follows use, not capacity: the storage starts empty and doubles
-/// (from 4 KiB) only when a write needs more, up to the capacity, without
-/// zero-filling. An idle connection costs a few kilobytes, a bulk one its
-/// window; growing copies what is held once.
+/// (from 1 KiB) only when a write needs more, up to the capacity, without
+/// zero-filling; a small storage is released when the ring empties. An idle
+/// connection costs nothing here, a bulk one its window; growing copies what
+/// is held once.
 struct ByteRing {
     private var storage: [UInt8] = []
     /// Where offset 0 is in `storage`.
@@ -20,7 +21,10 @@ struct ByteRing {
     private(set) var capacity: Int
 
     /// Storage is never smaller than this once it exists.
-    static let minimumStorage = 4096
+    static let minimumStorage = 1024
+    /// Storage up to this size is released when the ring empties (a large
+    /// one stays: a bulk transfer empties its ring all the time).
+    static let releasedWhenEmpty = 4096
 
     init(capacity: Int) {
         self.capacity = capacity
@@ -95,6 +99,15 @@ struct ByteRing {
         guard length > 0 else { return }
         head = (head + length) % storage.count
         count -= length
+    }
+
+    /// Frees a small storage when nothing is held. Only the caller knows
+    /// whether out-of-order bytes sit past `count` (a send ring never has
+    /// any); it must not call this while they do.
+    mutating func releaseIfEmpty() {
+        guard count == 0, storage.count <= Self.releasedWhenEmpty else { return }
+        storage = []
+        head = 0
     }
 
     /// Calls `body` with the bytes at `range` (offsets from the start), in at

@@ -149,6 +149,7 @@ extension Stack {
         let count = min(available, buffer.count)
         connection.receiveBuffer.copy(0..<count, into: buffer)
         connection.receiveBuffer.removeFirst(count)
+        if connection.outOfOrder.isEmpty { connection.receiveBuffer.releaseIfEmpty() }
         // The window may have reopened: say so at once (not after a timeout).
         if connection.windowUpdateIsDue && connection.state.isSynchronized {
             connection.windowUpdateOwed = true
@@ -327,7 +328,8 @@ extension Stack {
             case .connection(let c):
                 TCPSocketInfo(id: id, state: c.state, local: c.local, remote: c.remote, receiveQueue: c.readable,
                               sendQueue: c.sendBufferEnd - c.sendUnacknowledged, smoothedRTT: c.rtt.smoothed,
-                              congestionWindow: c.congestion.window, orphan: c.isOrphan)
+                              congestionWindow: c.congestion.window, orphan: c.isOrphan,
+                              bufferMemory: c.sendBuffer.allocatedBytes + c.receiveBuffer.allocatedBytes)
             }
         }.sorted { $0.id < $1.id }
     }

@@ -402,6 +402,7 @@ extension Stack {
             // Drop the acknowledged data (SYN and FIN take sequence space, not buffer).
             let dataAcked = min(max(0, ack - connection.sendBase), connection.sendBuffer.count)
             connection.sendBuffer.removeFirst(dataAcked)
+            connection.sendBuffer.releaseIfEmpty()
             connection.sendBase += dataAcked
             connection.sendUnacknowledged = ack
             if connection.sendNext - ack < 0 { connection.sendNext = ack }

@@ -143,6 +143,9 @@ public struct TCPSocketInfo<I: IPVersion>: Sendable, Hashable {
     public var smoothedRTT: Duration?
     public var congestionWindow: Int?
     public var orphan: Bool
+    /// Bytes of memory its send and receive rings hold now (they grow with
+    /// use and small ones are let go when empty).
+    public var bufferMemory = 0
 }
 
 /// How a connect is going, for the operation waiting on it.
