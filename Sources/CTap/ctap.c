@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -200,4 +201,38 @@ int ctap_name_thread(const char *name) {
     strncpy(shortened, name, sizeof shortened - 1);
     shortened[sizeof shortened - 1] = '\0';
     return -pthread_setname_np(pthread_self(), shortened);
+}
+
+int ctap_epoll_create(void) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+static int epoll_control(int epfd, int operation, int fd, unsigned int events, unsigned long long tag) {
+    struct epoll_event event = {.events = events, .data.u64 = tag};
+    return epoll_ctl(epfd, operation, fd, &event) < 0 ? -errno : 0;
+}
+
+int ctap_epoll_add(int epfd, int fd, unsigned int events, unsigned long long tag) {
+    return epoll_control(epfd, EPOLL_CTL_ADD, fd, events, tag);
+}
+
+int ctap_epoll_modify(int epfd, int fd, unsigned int events, unsigned long long tag) {
+    return epoll_control(epfd, EPOLL_CTL_MOD, fd, events, tag);
+}
+
+int ctap_epoll_remove(int epfd, int fd) {
+    return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
+}
+
+int ctap_epoll_wait(int epfd, unsigned long long *tags, unsigned int *events, int capacity, int timeout_ms) {
+    struct epoll_event ready[256];
+    if (capacity > 256) capacity = 256;
+    int n = epoll_wait(epfd, ready, capacity, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) {
+        tags[i] = ready[i].data.u64;
+        events[i] = ready[i].events;
+    }
+    return n;
 }

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import NetstackControl
+import Synchronization
 
 /// A failure on the client's side of the control socket.
 public struct ClientError: Error, CustomStringConvertible, Sendable {
@@ -14,10 +15,20 @@ public struct ClientError: Error, CustomStringConvertible, Sendable {
 public final class ControlConnection: Sendable {
     private let descriptor: Int32
     private let queue = DispatchQueue(label: "netstack-client")
+    /// Set once the descriptor was handed to the caller (`stream`).
+    private let released = Mutex(false)
 
     private init(descriptor: Int32) { self.descriptor = descriptor }
 
-    deinit { close(descriptor) }
+    deinit {
+        if !released.withLock({ $0 }) { close(descriptor) }
+    }
+
+    /// Gives up the descriptor (the caller closes it from now on).
+    func releaseDescriptor() -> Int32 {
+        released.withLock { $0 = true }
+        return descriptor
+    }
 
     /// Connects to `path` and says hello.
     public static func connect(path: String) async throws -> ControlConnection {
@@ -215,5 +226,16 @@ public final class RemoteSocket: Sendable {
     /// Ends this channel; the socket closes when it was the last.
     public func close() async throws {
         try await connection.exchange(.close)
+    }
+
+    /// Turns this channel of a connected TCP socket into the socket's byte
+    /// stream: the descriptor returned reads what arrives and writes what is
+    /// sent, with no framing and no request per operation (the daemon's
+    /// engine moves the bytes). `shutdown(fd, SHUT_WR)` sends FIN; the peer's
+    /// FIN reads as end of file; closing the descriptor closes the channel.
+    /// The caller owns the descriptor; this value must not be used again.
+    public func stream() async throws -> Int32 {
+        try await connection.exchange(.stream)
+        return connection.releaseDescriptor()
     }
 }

@@ -115,6 +115,10 @@ public enum ControlMessage: Equatable, Sendable {
     /// Answered with `.endpoints`.
     case getEndpoints
     case setOption(SocketOption, UInt64)
+    /// Connected stream sockets: after the `done` answer the connection
+    /// carries the socket's bytes, both ways, and no more messages; shutting
+    /// down its write side sends FIN, the peer's FIN shuts down the daemon's.
+    case stream
 
     case welcome(version: UInt16)
     /// A query's answer: a JSON document of the query's `Codable` type.
@@ -144,6 +148,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .close: 0x18
         case .getEndpoints: 0x19
         case .setOption: 0x1A
+        case .stream: 0x1B
         case .done: 0x80
         case .welcome: 0x81
         case .queryResult: 0x82

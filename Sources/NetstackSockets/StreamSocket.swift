@@ -29,6 +29,9 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case close(Reply<Void>)
         /// Resets the connection at once.
         case abort(Reply<Void>)
+        /// Joins the connection to a stream descriptor (the engine moves the
+        /// bytes; see `SocketRuntime.bridge`).
+        case bridge(descriptor: Int32, onEnd: @Sendable (BridgeEnd) -> Void, Reply<Void>)
     }
 
     let runtime: SocketRuntime
@@ -161,6 +164,9 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case .close(let reply):
             reply.succeed()
             return .closeStream
+        case .bridge(let descriptor, let onEnd, let reply):
+            runtime.bridge(I.self, id, descriptor: descriptor, onEnd: onEnd)
+            reply.succeed()
         case .abort(let reply):
             aborted.set()
             runtime.cancelWaits(on: id)
@@ -279,6 +285,15 @@ public final class StreamSocket<I: IPVersion>: Sendable {
     public func close() async {
         _ = try? await ask { .close($0) } as Void
         requests.finish()
+    }
+
+    /// Hands the connection's bytes to `descriptor` (a connected stream
+    /// descriptor, which the engine now owns and closes): what is read from
+    /// it is sent, what arrives is written to it, ends of stream pass both
+    /// ways. `onEnd` runs on the engine thread once both have ended or one
+    /// side failed; the socket itself stays for this handle to close.
+    public func bridge(to descriptor: Int32, onEnd: @escaping @Sendable (BridgeEnd) -> Void) async throws(SocketError) {
+        try await ask { .bridge(descriptor: descriptor, onEnd: onEnd, $0) }
     }
 
     /// Resets the connection (RST) and ends this handle.

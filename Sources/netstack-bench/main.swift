@@ -1,14 +1,15 @@
 // netstack-bench: throughput figures for swift-netstack, printed as a table.
 //
 //   netstack-bench wire [FIXTURES_DIR]   parse + checksum over the bulk captures
-//   netstack-bench core                  the core in memory: echo, fragments, allocations
+//   netstack-bench core                  the core in memory: echo, fragments, TCP bulk and
+//                                        connections between two stacks, allocations
 //
 // Build and run in release mode: `swift run -c release netstack-bench wire`.
 
 import Glibc
 
 func usage() -> Never {
-    print("usage: netstack-bench wire [fixtures-dir] | core")
+    print("usage: netstack-bench wire [fixtures-dir] | core [frames|bulk|connections]")
     exit(2)
 }
 
@@ -42,11 +43,26 @@ case "wire":
         exit(1)
     }
 case "core":
-    let results = CoreBenchmark.run(minimumSeconds: 1.0)
-    print(pad("measurement", 30) + pad("Mframes/s", 12) + pad("Gbit/s", 10) + "allocations/frame")
-    for result in results {
-        print(pad(result.name, 30) + pad(format(result.framesPerSecond / 1e6, decimals: 3), 12)
-              + pad(format(result.gigabitsPerSecond, decimals: 2), 10) + format(result.allocationsPerFrame, decimals: 3))
+    // `core frames`, `core bulk` or `core connections` runs one part (for a profiler).
+    let part = arguments.count > 1 ? arguments[1] : "all"
+    if part == "all" || part == "frames" {
+        let results = CoreBenchmark.run(minimumSeconds: 1.0)
+        print(pad("measurement", 30) + pad("Mframes/s", 12) + pad("Gbit/s", 10) + "allocations/frame")
+        for result in results {
+            print(pad(result.name, 30) + pad(format(result.framesPerSecond / 1e6, decimals: 3), 12)
+                  + pad(format(result.gigabitsPerSecond, decimals: 2), 10) + format(result.allocationsPerFrame, decimals: 3))
+        }
+        print()
+    }
+    var tcp: [TCPCoreBenchmark.Result] = []
+    if part == "all" || part == "bulk" {
+        tcp += [TCPCoreBenchmark.bulk(offloads: .none, 1.0), TCPCoreBenchmark.bulk(offloads: .virtio, 1.0)]
+    }
+    if part == "all" || part == "connections" { tcp.append(TCPCoreBenchmark.connections(1.0)) }
+    if !tcp.isEmpty { print(pad("two stacks, one thread", 40) + pad("rate", 22) + "allocations/segment") }
+    for result in tcp {
+        print(pad(result.name, 40) + pad(format(result.value, decimals: 2) + " " + result.unit, 22)
+              + format(result.allocationsPerSegment, decimals: 3))
     }
 default:
     usage()

@@ -50,23 +50,13 @@ struct Netcat: AsyncParsableCommand {
             socket = try await client.openSocket(remote.family, .stream)
             try await socket.connect(remote)
         }
-        // A second channel to the same socket reads while this one writes.
-        let reader = try await socket.clone()
-        async let received: Void = copyToStandardOutput(reader)
-        while let chunk = await nextStandardInput() {
-            try await socket.send(chunk)
-        }
-        try await socket.shutdown()
-        try await received
-        try await reader.close()
-        try await socket.close()
-    }
-
-    private func copyToStandardOutput(_ socket: RemoteSocket) async throws {
-        while true {
-            let (bytes, _) = try await socket.receive(maximum: 256 * 1024)
-            if bytes.isEmpty { return }
-            writeStandardOutput(bytes)
+        // From here on the control connection carries the connection's bytes.
+        let stream = try await socket.stream()
+        await withCheckedContinuation { continuation in
+            standardInputQueue.async {
+                relay(stream)
+                continuation.resume()
+            }
         }
     }
 
@@ -120,6 +110,57 @@ final class PeerBox: @unchecked Sendable {
 }
 
 private let standardInputQueue = DispatchQueue(label: "netstackctl-stdin")
+
+/// Standard input to `stream` and `stream` to standard output until both
+/// have ended (or a write fails): end of input shuts the stream's write side
+/// (FIN). One thread, waiting in `poll`.
+func relay(_ stream: Int32) {
+    var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+    var inputOpen = true
+    var streamOpen = true
+    while inputOpen || streamOpen {
+        var fds = [pollfd(fd: stream, events: streamOpen ? Int16(POLLIN) : 0, revents: 0),
+                   pollfd(fd: 0, events: inputOpen ? Int16(POLLIN) : 0, revents: 0)]
+        guard poll(&fds, 2, -1) >= 0 || errno == EINTR else { break }
+        if inputOpen && fds[1].revents != 0 {
+            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n > 0 {
+                if !writeAll(stream, buffer, n) { break }
+            } else if n == 0 || errno != EINTR {
+                inputOpen = false
+                shutdown(stream, Int32(SHUT_WR))
+            }
+        }
+        if streamOpen && fds[0].revents != 0 {
+            let n = buffer.withUnsafeMutableBytes { read(stream, $0.baseAddress, $0.count) }
+            if n > 0 {
+                if !writeAll(1, buffer, n) { break }
+            } else if n == 0 || errno != EINTR {
+                streamOpen = false
+            }
+        }
+    }
+    close(stream)
+}
+
+/// Writes `count` bytes of `buffer` to `fd`; false if it fails.
+private func writeAll(_ fd: Int32, _ buffer: [UInt8], _ count: Int) -> Bool {
+    var offset = 0
+    while offset < count {
+        let n = buffer.withUnsafeBytes { send(fd, $0.baseAddress! + offset, count - offset, Int32(MSG_NOSIGNAL)) }
+        if n < 0 && errno == ENOTSOCK {
+            // Standard output may be a pipe or a file.
+            let m = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + offset, count - offset) }
+            if m <= 0 { return false }
+            offset += m
+            continue
+        }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return false }
+        offset += n
+    }
+    return true
+}
 
 /// The next chunk of standard input, read on a dispatch queue (the read
 /// blocks, and Swift's cooperative threads must not).

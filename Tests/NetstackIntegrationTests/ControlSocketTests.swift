@@ -165,6 +165,18 @@ struct ControlSocketTests {
         // A socket request before any socket exists.
         let fresh = try await ControlConnection.connect(path: daemon.controlSocket)
         await #expect(throws: ControlError.self) { try await fresh.exchange(.receive(maximum: 10)) }
+        // A byte stream needs a connected TCP socket: a fresh one, a UDP one
+        // and no socket at all are refused, and the channel goes on.
+        let client = NetstackClient(path: daemon.controlSocket)
+        for kind in [SocketKind.stream, .datagram] {
+            let socket = try await client.openSocket(.ipv4, kind)
+            await #expect {
+                _ = try await socket.stream()
+            } throws: { ($0 as? ControlError)?.code == .wrongState }
+            #expect(try await socket.endpoints().remote == nil, "still a channel after the refusal")
+            try await socket.close()
+        }
+        await #expect { try await fresh.exchange(.stream) } throws: { ($0 as? ControlError)?.code == .wrongState }
         // The next client is served.
         let status = try await NetstackClient(path: daemon.controlSocket).status()
         #expect(status.interface == "tap0")

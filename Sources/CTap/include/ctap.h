@@ -80,6 +80,26 @@ int ctap_packet_socket(const char *name);
 /// (`<sys/eventfd.h>` is not part of Swift's Glibc module). Returns the fd or `-errno`.
 int ctap_eventfd(void);
 
+/// epoll, without `struct epoll_event` (packed on x86-64, which Swift does
+/// not import faithfully). Events are the kernel's `EPOLL*` bits below; a
+/// tag comes back with each ready descriptor. Each returns `-errno` on failure.
+enum {
+    CTAP_EPOLL_IN = 0x001,
+    CTAP_EPOLL_OUT = 0x004,
+    CTAP_EPOLL_ERR = 0x008,
+    CTAP_EPOLL_HUP = 0x010,
+    CTAP_EPOLL_RDHUP = 0x2000,
+};
+/// Edge-triggered: report a change of readiness once.
+static const unsigned int CTAP_EPOLL_EDGE = 1u << 31;
+int ctap_epoll_create(void);
+int ctap_epoll_add(int epfd, int fd, unsigned int events, unsigned long long tag);
+int ctap_epoll_modify(int epfd, int fd, unsigned int events, unsigned long long tag);
+int ctap_epoll_remove(int epfd, int fd);
+/// Waits up to `timeout_ms` (0: not at all, -1: for ever); fills at most
+/// `capacity` (≤ 256) tags and event sets. Returns how many are ready.
+int ctap_epoll_wait(int epfd, unsigned long long *tags, unsigned int *events, int capacity, int timeout_ms);
+
 /// Names the calling thread (at most 15 characters are kept): what `top -H`,
 /// `ps -L` and profilers show. Returns 0 or `-errno`.
 int ctap_name_thread(const char *name);

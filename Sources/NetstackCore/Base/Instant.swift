@@ -33,12 +33,11 @@ public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
 }
 
 extension Duration {
-    /// The duration in whole nanoseconds (saturating).
+    /// The duration in whole nanoseconds (saturating). From `attoseconds`,
+    /// which is several times cheaper than `components` (no wide division):
+    /// every timer the stack arms goes through here.
     public var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return seconds < 0 ? .min : .max }
-        return product &+ attoseconds / 1_000_000_000
+        Int64(clamping: attoseconds / 1_000_000_000)
     }
 
     /// The duration in seconds, as a floating-point number.

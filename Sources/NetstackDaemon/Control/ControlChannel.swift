@@ -1,3 +1,4 @@
+import Glibc
 import NetstackControl
 import NetstackCore
 import NetstackIO
@@ -26,6 +27,49 @@ enum ControlChannel: Sendable {
         case .stream6(let socket): await socket.close()
         case .datagram4(let socket): await socket.close()
         case .datagram6(let socket): await socket.close()
+        }
+    }
+
+    /// Why this channel cannot become a byte stream (`stream`), or nil: it
+    /// must be a connected TCP socket.
+    func streamRefusal() async -> ControlError? {
+        func check<I: IPVersion>(_ socket: StreamSocket<I>) async -> ControlError? {
+            do {
+                return try await socket.remoteEndpoint() == nil
+                    ? ControlError(.wrongState, "stream needs a connected socket") : nil
+            } catch {
+                return ControlError(.socket, errno: error.errno, "\(error)")
+            }
+        }
+        switch self {
+        case .stream4(let socket): return await check(socket)
+        case .stream6(let socket): return await check(socket)
+        case .datagram4, .datagram6: return ControlError(.wrongState, "stream is for TCP sockets")
+        }
+    }
+
+    /// Joins the channel's connected socket to the client's descriptor (after
+    /// `stream` was answered); once both directions end, or one fails, the
+    /// channel closes (gracefully, or with a reset). The descriptor is the
+    /// engine's from now on.
+    func stream(to descriptor: Int32) async {
+        func join<I: IPVersion>(_ socket: StreamSocket<I>) async {
+            do {
+                try await socket.bridge(to: descriptor) { end in
+                    Task {
+                        if end == .finished { await socket.close() } else { await socket.abort() }
+                    }
+                }
+            } catch {
+                // The socket went away meanwhile: the client sees its stream end.
+                Glibc.close(descriptor)
+                await socket.abort()
+            }
+        }
+        switch self {
+        case .stream4(let socket): await join(socket)
+        case .stream6(let socket): await join(socket)
+        case .datagram4, .datagram6: Glibc.close(descriptor)
         }
     }
 

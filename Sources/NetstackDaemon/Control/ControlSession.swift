@@ -31,38 +31,58 @@ final class ControlSession {
         context.clients.insert(client)
         Task(executorPreference: thread) {
             let session = ControlSession(client: client, context: context, current: current)
-            await session.run()
+            let streaming = await session.run()
             context.clients.remove(client)
-            close(client)
+            // A stream's descriptor is the engine's now.
+            if !streaming { close(client) }
             thread.stop()
         }
     }
 
-    private func run() async {
-        defer {
-            if let channel { Task { await channel.close() } }
-        }
+    /// Serves requests until the client leaves; true when the connection
+    /// became a byte stream (its descriptor then belongs to the engine).
+    private func run() async -> Bool {
         guard case .message(.hello(let version)) = readMessage() else {
             reply(.failure(ControlError(.wrongState, "the first message must be hello")))
-            return
+            return closeChannel()
         }
         guard version == ControlProtocol.version else {
             reply(.failure(ControlError(.unsupportedVersion, "version \(version) is not supported; this daemon speaks \(ControlProtocol.version)")))
-            return
+            return closeChannel()
         }
-        guard reply(.welcome(version: ControlProtocol.version)) else { return }
+        guard reply(.welcome(version: ControlProtocol.version)) else { return closeChannel() }
         while true {
             switch readMessage() {
             case .closed:
-                return
+                return closeChannel()
             case .failed(let error):
                 // A bad length cannot be skipped; anything else can.
-                guard reply(.failure(error)), error.code != .tooLarge else { return }
+                guard reply(.failure(error)), error.code != .tooLarge else { return closeChannel() }
+            case .message(.stream):
+                guard let open = channel else {
+                    reply(.failure(ControlError(.wrongState, "open or join a socket first")))
+                    continue
+                }
+                if let refusal = await open.streamRefusal() {
+                    reply(.failure(refusal))
+                    continue
+                }
+                // The answer goes before any of the stream's bytes can.
+                guard reply(.done(0)) else { return closeChannel() }
+                channel = nil
+                await open.stream(to: client)
+                return true
             case .message(let message):
                 let (answer, end) = await handle(message)
-                guard reply(answer), !end else { return }
+                guard reply(answer), !end else { return closeChannel() }
             }
         }
+    }
+
+    /// Ends the session's channel, if any; false (not streaming).
+    private func closeChannel() -> Bool {
+        if let channel { Task { await channel.close() } }
+        return false
     }
 
     /// The answer to one request, and whether the connection ends after it.

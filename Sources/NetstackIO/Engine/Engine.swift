@@ -7,12 +7,13 @@ import Synchronization
 
 /// Runs a `Stack` on a `FrameDevice`, on a thread of its own.
 ///
-/// The loop waits (with `poll`) on the device and on a wake-up descriptor,
-/// until the stack's next deadline. Then it receives every frame that is
-/// ready (up to a batch), feeds each to the stack, runs due timers and work
-/// submitted from other threads, and sends everything the stack queued. One
-/// receive buffer is reused for every frame, so the loop allocates nothing per
-/// frame; the stack copies what it keeps.
+/// The loop waits (with epoll) on the device, on a wake-up descriptor and on
+/// the descriptors of bridged sockets, until the stack's next deadline. Then
+/// it receives every frame that is ready (up to a batch), feeds each to the
+/// stack, runs due timers, work submitted from other threads and the tasks
+/// that run here, moves bridged bytes, and sends everything the stack queued.
+/// One receive buffer is reused for every frame, so the loop allocates
+/// nothing per frame; the stack copies what it keeps.
 ///
 /// Other threads talk to the engine only through `submit(_:)` and `stop()`;
 /// the stack itself is touched by the engine thread alone.
@@ -41,6 +42,8 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     private var receiveBuffer: [UInt8]
     /// Frames handled per batch before the loop looks at timers and output.
     private let batchLimit = 256
+    /// The epoll set: the device (tag 0), the mailbox (tag 1), bridges.
+    private let poller: Int32
 
     /// How long the loop keeps polling without sleeping after the last
     /// frame or request (nil: it sleeps at once). Spinning saves the wake-up
@@ -53,8 +56,19 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         self.busyPoll = busyPoll
         let mailbox = try EngineMailbox(stack: stack)
         self.mailbox = mailbox
+        let poller = ctap_epoll_create()
+        guard poller >= 0 else { throw TapError(interface: "engine", operation: .poll, code: -poller) }
+        for (descriptor, tag) in [(device.readinessDescriptor, Self.deviceTag), (mailbox.wakeDescriptor, Self.mailboxTag)] {
+            let rc = ctap_epoll_add(poller, descriptor, UInt32(CTAP_EPOLL_IN), tag)
+            guard rc == 0 else {
+                close(poller)
+                throw TapError(interface: "engine", operation: .poll, code: -rc)
+            }
+        }
+        self.poller = poller
         executor = EngineExecutor(wake: { [mailbox] in mailbox.wake() })
-        sockets = SocketRuntime(submit: { [mailbox] work in mailbox.submit(work) }, executor: executor)
+        sockets = SocketRuntime(submit: { [mailbox] work in mailbox.submit(work) }, executor: executor,
+                                poller: poller)
         self.stack = stack
         self.device = device
         self.capture = capture
@@ -64,6 +78,13 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         // header and a 64 KiB packet (a large segment from the kernel).
         receiveBuffer = [UInt8](repeating: 0, count: 128 * 1024)
     }
+
+    deinit {
+        close(poller)
+    }
+
+    private static var deviceTag: UInt64 { 0 }
+    private static var mailboxTag: UInt64 { 1 }
 
     /// Runs `work` on the engine thread, with the stack, soon. Once the loop
     /// has ended, runs it right away.
@@ -102,10 +123,8 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             Task.detached { leftover.run() }
         }
         var lastStatistics = SystemClock.monotonic()
-        var descriptors = [
-            pollfd(fd: device.readinessDescriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: mailbox.wakeDescriptor, events: Int16(POLLIN), revents: 0),
-        ]
+        var readyTags = [UInt64](repeating: 0, count: 256)
+        var readyEvents = [UInt32](repeating: 0, count: 256)
         var pending: [@Sendable (Stack) -> Void] = []
         pending.reserveCapacity(64)
         var lastActivity = SystemClock.monotonic()
@@ -113,21 +132,33 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             let now = SystemClock.monotonic()
             let deadline = stack.nextDeadline
             let busy = stack.hasOutput || stack.hasSocketEvents || executor.hasJobs
-            // While spinning, the non-blocking reads below are the poll: no
-            // wait queue to join and leave, no wake-up to pay on the next frame.
+            // While spinning, the wait does not sleep: no wake-up to pay on
+            // the next frame.
             let spinning = busyPoll.map { now - lastActivity < $0 } ?? false
-            if !busy && !spinning {
-                var timeout: Int32 = 1000
-                if let deadline {
-                    let milliseconds = (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
-                    timeout = Int32(clamping: max(0, min(milliseconds, 1000)))
+            var timeout: Int32 = 1000
+            if busy || spinning {
+                timeout = 0
+            } else if let deadline {
+                let milliseconds = (deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
+                timeout = Int32(clamping: max(0, min(milliseconds, 1000)))
+            }
+            let ready = readyTags.withUnsafeMutableBufferPointer { tags in
+                readyEvents.withUnsafeMutableBufferPointer { events in
+                    ctap_epoll_wait(poller, tags.baseAddress, events.baseAddress, Int32(tags.count), timeout)
                 }
-                descriptors[0].revents = 0
-                descriptors[1].revents = 0
-                if poll(&descriptors, 2, timeout) < 0 && errno != EINTR {
-                    throw TapError(interface: "engine", operation: .poll, code: errno)
+            }
+            if ready < 0 && ready != -EINTR {
+                throw TapError(interface: "engine", operation: .poll, code: -ready)
+            }
+            var bridged = false
+            for index in 0..<max(0, Int(ready)) {
+                switch readyTags[index] {
+                case Self.deviceTag: break
+                case Self.mailboxTag: mailbox.clearWake()
+                default:
+                    sockets.descriptorReady(tag: readyTags[index], events: readyEvents[index])
+                    bridged = true
                 }
-                if descriptors[1].revents != 0 { mailbox.clearWake() }
             }
             let current = SystemClock.monotonic()
             mailbox.take(into: &pending)
@@ -135,7 +166,7 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             for work in pending { work(stack) }
             pending.removeAll(keepingCapacity: true)
             let received = try receiveBatch(now: current)
-            if received > 0 || submitted {
+            if received > 0 || submitted || bridged {
                 lastActivity = current
             } else if spinning && !busy && !executor.hasJobs && (deadline.map { $0 > current } ?? true) {
                 // Let anything else runnable on this core (a client of the

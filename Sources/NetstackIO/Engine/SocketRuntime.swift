@@ -1,3 +1,4 @@
+import Glibc
 import NetstackCore
 import Synchronization
 
@@ -19,6 +20,8 @@ public final class SocketRuntime: Sendable {
     private let parked = EngineConfined(ParkedOperations())
     /// Set when the engine stops: from then on nothing waits.
     private let stopped = Atomic<Bool>(false)
+    /// Sockets joined to descriptors (nil without a poller). Engine thread only.
+    private let bridges: EngineConfined<StreamBridges>?
 
     /// Where socket workers run: the engine's own executor, or (nil) the
     /// global one.
@@ -26,10 +29,42 @@ public final class SocketRuntime: Sendable {
 
     /// `submit` runs work on the engine thread.
     public init(submit: @escaping @Sendable (@escaping @Sendable (Stack) -> Void) -> Void,
-                executor: EngineExecutor? = nil) {
+                executor: EngineExecutor? = nil, poller: Int32? = nil) {
         submitWork = submit
         self.executor = executor
+        bridges = poller.map { EngineConfined(StreamBridges(poller: $0)) }
     }
+
+    /// Joins a connected TCP socket to `descriptor` (a stream descriptor
+    /// that is now the engine's to close): the bytes of one flow to the
+    /// other, each end of stream passed on, until both have ended or one side
+    /// failed; then the descriptor is closed and `onEnd` says how it went
+    /// (on the engine thread). The socket itself stays open for its owner.
+    public func bridge<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
+                                     onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
+        guard let bridges else {
+            close(descriptor)
+            onEnd(.failed(nil))
+            return
+        }
+        submitWork { stack in
+            if self.stopped.load(ordering: .acquiring) {
+                close(descriptor)
+                onEnd(.failed(.closed))
+                return
+            }
+            bridges.value.add(I.self, socket, descriptor: descriptor, onEnd: onEnd)
+            bridges.value.pump(stack)
+        }
+    }
+
+    /// The poller reported a bridged descriptor. Engine thread only.
+    func descriptorReady(tag: UInt64, events: UInt32) {
+        bridges?.value.ready(tag: tag, events: events)
+    }
+
+    /// Bridged sockets now. Engine thread only.
+    var bridgeCount: Int { bridges?.value.count ?? 0 }
 
     /// Starts `body` as a task of its own, on the engine's executor when
     /// there is one (socket workers: their hops are then function calls).
@@ -91,19 +126,26 @@ public final class SocketRuntime: Sendable {
     public func cancelAllWaits() {
         stopped.store(true, ordering: .releasing)
         for operation in parked.value.removeAll() { operation.cancel() }
+        bridges?.value.closeAll()
     }
 
     /// Retries the waits of every socket with an event. The engine calls this
     /// on its thread after each iteration.
     public func deliverEvents(_ stack: Stack) {
         let operations = parked.value
-        while stack.hasSocketEvents {
-            for socket in stack.takeSocketEvents() {
-                for lane in WaitLane.allCases where operations.isWaiting(on: WaitKey(socket: socket, lane: lane)) {
-                    operations.retry(WaitKey(socket: socket, lane: lane), stack)
+        let bridges = bridges?.value
+        repeat {
+            while stack.hasSocketEvents {
+                for socket in stack.takeSocketEvents() {
+                    for lane in WaitLane.allCases where operations.isWaiting(on: WaitKey(socket: socket, lane: lane)) {
+                        operations.retry(WaitKey(socket: socket, lane: lane), stack)
+                    }
+                    bridges?.socketEvent(socket)
                 }
             }
-        }
+            // Moving bytes may raise more events (room made, data queued).
+            bridges?.pump(stack)
+        } while stack.hasSocketEvents
     }
 
     /// Operations waiting, for tests and queries.

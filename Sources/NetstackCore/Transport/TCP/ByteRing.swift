@@ -86,6 +86,49 @@ struct ByteRing {
         return written
     }
 
+    /// Appends what `produce` writes into the free space after the contiguous
+    /// bytes (at most `maximum`, in at most two pieces where the ring wraps);
+    /// it returns how many bytes it wrote, and fewer than offered ends it.
+    /// The storage grows for it as for any write, doubling at most once per
+    /// call, so that a small producer does not make a large ring.
+    mutating func append(maximum: Int, _ produce: (UnsafeMutableRawBufferPointer) -> Int) -> Int {
+        let wanted = min(maximum, free)
+        guard wanted > 0 else { return 0 }
+        reserve(count + min(wanted, max(storage.count, Self.minimumStorage * 4)))
+        let size = storage.count
+        var total = 0
+        while total < wanted, count + total < size {
+            let start = (head + count + total) % size
+            let piece = min(wanted - total, size - start, size - count - total)
+            let produced = storage.withUnsafeMutableBytes { ring in
+                produce(UnsafeMutableRawBufferPointer(rebasing: ring[start..<(start + piece)]))
+            }
+            total += max(0, min(produced, piece))
+            if produced < piece { break }
+        }
+        count += total
+        return total
+    }
+
+    /// Offers the contiguous bytes to `consume` (in at most two pieces),
+    /// which returns how many it took, and drops those; fewer than offered
+    /// ends it. Returns the bytes taken.
+    mutating func removeFirst(consuming consume: (UnsafeRawBufferPointer) -> Int) -> Int {
+        var total = 0
+        while total < count {
+            let size = storage.count
+            let start = (head + total) % size
+            let piece = min(count - total, size - start)
+            let taken = storage.withUnsafeBytes { ring in
+                consume(UnsafeRawBufferPointer(rebasing: ring[start..<(start + piece)]))
+            }
+            total += max(0, min(taken, piece))
+            if taken < piece { break }
+        }
+        removeFirst(total)
+        return total
+    }
+
     /// Marks `length` more bytes after `count` as present (written out of
     /// order earlier, now contiguous).
     mutating func extend(by length: Int) {

@@ -112,6 +112,23 @@ extension Stack {
     /// Queues up to `bytes.count` bytes for sending; returns how many fit
     /// (0 when the buffer is full: wait for an event).
     public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ bytes: RawSpan) throws(SocketError) -> Int {
+        try bytes.withUnsafeBytes { source throws(SocketError) in
+            try tcpSend(I.self, id, maximum: source.count) { space in
+                let count = min(space.count, source.count)
+                space.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: count)
+                return count
+            }
+        }
+    }
+
+    /// Queues bytes that `produce` writes straight into the send buffer: it
+    /// is given free space (in at most a few pieces, `maximum` bytes in all)
+    /// and returns how many bytes it wrote there; fewer than offered ends the
+    /// call. The way a driver moves bytes from a descriptor into the stack
+    /// with no copy of its own. Returns the bytes queued (0 when the buffer
+    /// is full: wait for an event).
+    public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, maximum: Int,
+                                      producing produce: (UnsafeMutableRawBufferPointer) -> Int) throws(SocketError) -> Int {
         guard let connection = I.layer(of: self).tcp.connection(id) else {
             throw I.layer(of: self).tcp.entries[id] == nil ? .closed : .notConnected
         }
@@ -124,7 +141,7 @@ extension Stack {
         default:
             throw .shutDown
         }
-        let accepted = bytes.withUnsafeBytes { connection.sendBuffer.append($0) }
+        let accepted = connection.sendBuffer.append(maximum: maximum, produce)
         if accepted > 0 {
             tcpOutput(connection)
             schedule(connection)
@@ -136,19 +153,31 @@ extension Stack {
     /// stream, nil when nothing is there yet.
     public func tcpReceive<I: IPVersion>(_ version: I.Type, _ id: SocketID,
                                          into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int? {
+        var written = 0
+        return try tcpReceive(I.self, id) { piece in
+            let count = min(piece.count, buffer.count - written)
+            (buffer.baseAddress! + written).copyMemory(from: piece.baseAddress!, byteCount: count)
+            written += count
+            return count
+        }
+    }
+
+    /// Hands received bytes to `consume` where they lie (in at most two
+    /// pieces), which returns how many it took; fewer than offered ends the
+    /// call. The way a driver writes them to a descriptor with no copy of its
+    /// own. Returns the bytes taken, 0 at the end of the stream, nil when
+    /// nothing is there yet.
+    public func tcpReceive<I: IPVersion>(_ version: I.Type, _ id: SocketID,
+                                         consuming consume: (UnsafeRawBufferPointer) -> Int) throws(SocketError) -> Int? {
         guard let connection = I.layer(of: self).tcp.connection(id) else {
             throw I.layer(of: self).tcp.entries[id] == nil ? .closed : .notConnected
         }
-        let available = connection.readable
-        if available == 0 {
+        if connection.readable == 0 {
             if let error = connection.error { throw error }
             if connection.finReceived || connection.readShutdown || connection.state == .closed { return 0 }
-            if connection.state == .synSent || connection.state == .synReceived { return nil }
             return nil
         }
-        let count = min(available, buffer.count)
-        connection.receiveBuffer.copy(0..<count, into: buffer)
-        connection.receiveBuffer.removeFirst(count)
+        let count = connection.receiveBuffer.removeFirst(consuming: consume)
         if connection.outOfOrder.isEmpty { connection.receiveBuffer.releaseIfEmpty() }
         // The window may have reopened: say so at once (not after a timeout).
         if connection.windowUpdateIsDue && connection.state.isSynchronized {
@@ -157,6 +186,17 @@ extension Stack {
             schedule(connection)
         }
         return count
+    }
+
+    /// Whether a send would take bytes now (or fail at once).
+    public func tcpIsWritable<I: IPVersion>(_ version: I.Type, _ id: SocketID) -> Bool {
+        guard let connection = I.layer(of: self).tcp.connection(id) else { return true }
+        if connection.error != nil || connection.finQueued { return true }
+        switch connection.state {
+        case .synSent, .synReceived: return false
+        case .established, .closeWait: return connection.sendBuffer.free > 0
+        default: return true
+        }
     }
 
     /// Bytes waiting to be read.
