@@ -29,6 +29,9 @@ let package = Package(
         .executable(name: "netstackd", targets: ["netstackd"]),
         .executable(name: "netstackctl", targets: ["netstackctl"]),
         .executable(name: "netstack-bench", targets: ["netstack-bench"]),
+        .executable(name: "netstack-run", targets: ["netstack-run"]),
+        // LD_PRELOAD library: unmodified programs get sockets inside netstackd.
+        .library(name: "netstack-preload", type: .dynamic, targets: ["CNetstackPreload"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
@@ -44,6 +47,8 @@ let package = Package(
         // C shims.
         .target(name: "CTap"),
         .target(name: "CMallocCounter"),
+        .target(name: "CNetstackPreload", cSettings: [.unsafeFlags(["-fvisibility=default"])],
+                linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
         // Libraries, bottom up.
@@ -87,6 +92,8 @@ let package = Package(
         .executableTarget(name: "netstackctl",
                           dependencies: ["NetstackClient", "NetstackControl",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "netstack-run",
+                          dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "netstack-bench",
                           dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "CMallocCounter"],
                           swiftSettings: lifetimes + crossModule),

@@ -37,6 +37,8 @@ public enum SocketOption: UInt8, Sendable {
     case keepalive = 2
     case receiveBuffer = 3
     case sendBuffer = 4
+    /// IPV6_V6ONLY: 0 lets an IPv6 TCP listener on `::` take IPv4 connections too.
+    case v6Only = 5
 }
 
 /// An address and port, either version: `address` holds 4 or 16 bytes.

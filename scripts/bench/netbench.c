@@ -2,9 +2,11 @@
 // scripts/bench.sh runs against netstackd on a TAP and against the Linux
 // kernel over a veth pair, so both peers see the very same program.
 //
-//   netbench serve                       echo (7), discard (9) and chargen (19)
-//                                        on every address, IPv4 and IPv6, one
-//                                        epoll thread (the kernel's side)
+//   netbench serve [BASE]                echo (BASE+7), discard (BASE+9) and
+//                                        chargen (BASE+19) on every address,
+//                                        IPv4 and IPv6, one epoll thread (the
+//                                        kernel's side; under netstack-run, a
+//                                        local program of the stack)
 //   netbench send ADDR PORT MIB          write MIB MiB, shut down, wait for EOF
 //   netbench recv ADDR PORT MIB          read MIB MiB, then close
 //   netbench cc ADDR PORT COUNT          COUNT blocking connect + close cycles
@@ -324,11 +326,11 @@ static int listen_on(int port) {
     return fd;
 }
 
-static int run_serve(void) {
+static int run_serve(int base) {
     signal(SIGPIPE, SIG_IGN);
     static char chargen[256 * 1024], sink[256 * 1024];
     for (size_t i = 0; i < sizeof chargen; i++) chargen[i] = (char)(32 + (i % 74) % 95);
-    int listeners[3] = {listen_on(7), listen_on(9), listen_on(19)};
+    int listeners[3] = {listen_on(base + 7), listen_on(base + 9), listen_on(base + 19)};
     int poller = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < 3; i++) {
         struct epoll_event event = {.events = EPOLLIN, .data.u64 = (uint64_t)i};
@@ -406,7 +408,7 @@ static int run_serve(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0) return run_serve();
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) return run_serve(argc >= 3 ? atoi(argv[2]) : 0);
     if (argc == 5 && strcmp(argv[1], "send") == 0) return run_send(argv[2], atoi(argv[3]), atol(argv[4]));
     if (argc == 5 && strcmp(argv[1], "recv") == 0) return run_receive(argv[2], atoi(argv[3]), atol(argv[4]));
     if (argc == 5 && strcmp(argv[1], "cc") == 0) return run_connect_close(argv[2], atoi(argv[3]), atol(argv[4]));
@@ -414,7 +416,7 @@ int main(int argc, char **argv) {
     if (argc == 6 && strcmp(argv[1], "hold") == 0)
         return run_hold(argv[2], atoi(argv[3]), atol(argv[4]), atol(argv[5]));
     if (argc == 5 && strcmp(argv[1], "ping") == 0) return run_ping(argv[2], atol(argv[3]), atol(argv[4]));
-    fprintf(stderr, "usage: netbench serve | send|recv ADDR PORT MIB | cc ADDR PORT COUNT | rr ADDR PORT COUNT\n"
+    fprintf(stderr, "usage: netbench serve [BASE] | send|recv ADDR PORT MIB | cc ADDR PORT COUNT | rr ADDR PORT COUNT\n"
                     "       | hold ADDR PORT COUNT PID | ping ADDR COUNT INTERVAL_US\n");
     return 2;
 }

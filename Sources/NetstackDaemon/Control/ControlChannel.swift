@@ -10,6 +10,8 @@ enum ControlChannel: Sendable {
     case stream6(StreamSocket<IPv6>)
     case datagram4(DatagramSocket<IPv4>)
     case datagram6(DatagramSocket<IPv6>)
+    /// An IPv6 TCP socket that also takes IPv4 connections (IPV6_V6ONLY off).
+    case dual(DualStackListener)
 
     static func open(_ family: IPFamily, _ kind: SocketKind, _ runtime: SocketRuntime) async -> ControlChannel {
         switch (family, kind) {
@@ -27,6 +29,16 @@ enum ControlChannel: Sendable {
         case .stream6(let socket): await socket.close()
         case .datagram4(let socket): await socket.close()
         case .datagram6(let socket): await socket.close()
+        case .dual(let listener): await listener.close()
+        }
+    }
+
+    /// Resets a connection (a stream socket), else closes.
+    func abort() async {
+        switch self {
+        case .stream4(let socket): await socket.abort()
+        case .stream6(let socket): await socket.abort()
+        default: await close()
         }
     }
 
@@ -44,6 +56,7 @@ enum ControlChannel: Sendable {
         switch self {
         case .stream4(let socket): return await check(socket)
         case .stream6(let socket): return await check(socket)
+        case .dual: return ControlError(.wrongState, "stream needs a connected socket")
         case .datagram4, .datagram6: return ControlError(.wrongState, "stream is for TCP sockets")
         }
     }
@@ -69,7 +82,7 @@ enum ControlChannel: Sendable {
         switch self {
         case .stream4(let socket): await join(socket)
         case .stream6(let socket): await join(socket)
-        case .datagram4, .datagram6: Glibc.close(descriptor)
+        case .dual, .datagram4, .datagram6: Glibc.close(descriptor)
         }
     }
 
@@ -81,6 +94,7 @@ enum ControlChannel: Sendable {
             case .stream6(let socket): return try await Self.stream(request, socket) { .stream6($0) }
             case .datagram4(let socket): return try await Self.datagram(request, socket) { .datagram4($0) }
             case .datagram6(let socket): return try await Self.datagram(request, socket) { .datagram6($0) }
+            case .dual(let listener): return try await Self.dual(request, listener)
             }
         } catch let error as SocketError {
             return (.failure(ControlError(.socket, errno: error.errno, "\(error)")), nil)
@@ -125,6 +139,23 @@ enum ControlChannel: Sendable {
             throw ControlError(.wrongState, "not a request for a stream socket")
         }
         return (.done(0), nil)
+    }
+
+    private static func dual(_ request: ControlMessage, _ listener: DualStackListener) async throws
+        -> (ControlMessage, ControlChannel?) {
+        switch request {
+        case .listen(let backlog):
+            try await listener.listen(backlog: Int(min(backlog, 4096)))
+            return (.done(0), nil)
+        case .accept:
+            guard let (channel, peer) = await listener.accept() else { throw SocketError.closed }
+            return (.token(0, peer: peer), channel)
+        case .clone, .connect, .send, .receive, .shutdown:
+            throw ControlError(.wrongState, "not a request for a listener that takes both IP versions")
+        default:
+            // Bind, endpoints and options are the IPv6 socket's.
+            return try await stream(request, listener.v6) { .stream6($0) }
+        }
     }
 
     private static func datagram<I: IPVersion>(

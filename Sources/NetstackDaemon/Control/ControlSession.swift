@@ -109,6 +109,17 @@ final class ControlSession {
             channel = nil
             await open.close()
             return (.done(0), true)
+        case (.setOption(.v6Only, let value), let open?):
+            // IPV6_V6ONLY off: the socket takes IPv4 connections too (when it
+            // listens on ::). Linux's default; the stack's own is on.
+            switch (open, value) {
+            case (.stream6(let socket), 0): channel = .dual(DualStackListener(socket, runtime: context.runtime))
+            case (.dual(let listener), 1...): channel = .stream6(listener.v6)
+            case (.stream6, _), (.dual, _): break
+            default:
+                return (.failure(ControlError(.socket, errno: 92, "IPV6_V6ONLY is for IPv6 TCP sockets")), false)
+            }
+            return (.done(0), false)
         case (_, let open?):
             var (answer, newChannel) = await open.handle(message)
             if let newChannel, case .token(_, let peer) = answer {

@@ -87,26 +87,26 @@ struct ByteRing {
     }
 
     /// Appends what `produce` writes into the free space after the contiguous
-    /// bytes (at most `maximum`, in at most two pieces where the ring wraps);
-    /// it returns how many bytes it wrote, and fewer than offered ends it.
-    /// The storage grows for it as for any write, doubling at most once per
-    /// call, so that a small producer does not make a large ring.
+    /// bytes (at most `maximum` in all, a piece at a time where the ring
+    /// wraps or must grow); it returns how many bytes it wrote, and fewer than
+    /// offered ends it. The storage doubles only when a piece was filled, so
+    /// a producer that has little (a descriptor's read) does not make a large
+    /// ring.
     mutating func append(maximum: Int, _ produce: (UnsafeMutableRawBufferPointer) -> Int) -> Int {
-        let wanted = min(maximum, free)
-        guard wanted > 0 else { return 0 }
-        reserve(count + min(wanted, max(storage.count, Self.minimumStorage * 4)))
-        let size = storage.count
         var total = 0
-        while total < wanted, count + total < size {
-            let start = (head + count + total) % size
-            let piece = min(wanted - total, size - start, size - count - total)
+        while total < maximum && count < capacity {
+            if count == storage.count { reserve(count + 1) }
+            let size = storage.count
+            let start = (head + count) % size
+            let piece = min(maximum - total, size - start, size - count)
             let produced = storage.withUnsafeMutableBytes { ring in
                 produce(UnsafeMutableRawBufferPointer(rebasing: ring[start..<(start + piece)]))
             }
-            total += max(0, min(produced, piece))
+            let accepted = max(0, min(produced, piece))
+            count += accepted
+            total += accepted
             if produced < piece { break }
         }
-        count += total
         return total
     }
 

@@ -113,9 +113,11 @@ extension Stack {
     /// (0 when the buffer is full: wait for an event).
     public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ bytes: RawSpan) throws(SocketError) -> Int {
         try bytes.withUnsafeBytes { source throws(SocketError) in
-            try tcpSend(I.self, id, maximum: source.count) { space in
-                let count = min(space.count, source.count)
-                space.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: count)
+            var offset = 0
+            return try tcpSend(I.self, id, maximum: source.count) { space in
+                let count = min(space.count, source.count - offset)
+                space.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: count)
+                offset += count
                 return count
             }
         }

@@ -1,0 +1,774 @@
+// netstack-preload: sockets inside netstackd for unmodified programs.
+//
+// For each AF_INET or AF_INET6 stream socket a program creates, the library
+// opens a connection to netstackd's control socket and hands that connection
+// back as the socket's descriptor. bind, listen, connect and the options are
+// requests on it (docs/control-protocol.md); once the socket is connected
+// (connect returned, or accept made it), the connection is switched to a
+// byte stream (`stream`), so read, write, send, recv, poll, epoll, sendfile
+// and fork need no help. A listening socket keeps one accept request
+// waiting, whose answer arrives when a connection waits, so the descriptor
+// becomes readable exactly then.
+//
+// Every other family and type (Unix sockets, netlink, UDP for now) goes to
+// the kernel untouched. What is not supported fails with the errno a program
+// can handle (docs/preload.md); nothing here aborts the program.
+#define _GNU_SOURCE
+#include "netstack_preload.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+// MARK: The real calls
+
+static int (*real_socket)(int, int, int);
+static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+static int (*real_listen)(int, int);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int (*real_getsockname)(int, struct sockaddr *, socklen_t *);
+static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
+static int (*real_getsockopt)(int, int, int, void *, socklen_t *);
+static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
+static int (*real_shutdown)(int, int);
+static int (*real_close)(int);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+
+static void resolve(void) {
+    real_socket = dlsym(RTLD_NEXT, "socket");
+    real_bind = dlsym(RTLD_NEXT, "bind");
+    real_listen = dlsym(RTLD_NEXT, "listen");
+    real_accept4 = dlsym(RTLD_NEXT, "accept4");
+    real_connect = dlsym(RTLD_NEXT, "connect");
+    real_getsockname = dlsym(RTLD_NEXT, "getsockname");
+    real_getpeername = dlsym(RTLD_NEXT, "getpeername");
+    real_getsockopt = dlsym(RTLD_NEXT, "getsockopt");
+    real_setsockopt = dlsym(RTLD_NEXT, "setsockopt");
+    real_shutdown = dlsym(RTLD_NEXT, "shutdown");
+    real_close = dlsym(RTLD_NEXT, "close");
+    real_dup = dlsym(RTLD_NEXT, "dup");
+    real_dup2 = dlsym(RTLD_NEXT, "dup2");
+    real_dup3 = dlsym(RTLD_NEXT, "dup3");
+}
+
+#define REAL(name) (pthread_once(&resolved, resolve), real_##name)
+
+static int debugging = -1;
+
+static void debug(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static void debug(const char *format, ...) {
+    if (debugging < 0) debugging = getenv("NETSTACK_DEBUG") != NULL;
+    if (!debugging) return;
+    int saved = errno;
+    char line[512];
+    va_list arguments;
+    va_start(arguments, format);
+    int n = vsnprintf(line, sizeof line - 1, format, arguments);
+    va_end(arguments);
+    if (n > (int)sizeof line - 2) n = sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t ignored = write(2, line, n);
+    (void)ignored;
+    errno = saved;
+}
+
+// MARK: Descriptors served here
+
+enum state { OPEN, BOUND, LISTENING, CONNECTED };
+
+struct sock {
+    int used;
+    int domain;              // AF_INET or AF_INET6, as the program asked
+    enum state state;
+    int v6only;              // IPV6_V6ONLY (Linux's default: off)
+    int nodelay, keepalive, reuseaddr, reuseport, receive_buffer, send_buffer;
+    struct linger linger;
+    struct sockaddr_storage local, peer;
+    socklen_t local_length, peer_length;
+};
+
+// Pages of entries, allocated as needed and never freed, so that a pointer
+// taken under the lock stays valid (a closed descriptor's entry is reused).
+#define PAGE 1024
+#define PAGES 1024
+static struct sock *pages[PAGES];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static int served;
+
+static void before_fork(void) { pthread_mutex_lock(&table_lock); }
+static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
+
+__attribute__((constructor)) static void initialize(void) {
+    pthread_atfork(before_fork, after_fork, after_fork);
+}
+
+/// The entry of `fd` if the library serves it.
+static struct sock *lookup(int fd) {
+    if (fd < 0 || fd >= PAGE * PAGES) return NULL;
+    pthread_mutex_lock(&table_lock);
+    struct sock *page = pages[fd / PAGE];
+    struct sock *entry = page && page[fd % PAGE].used ? &page[fd % PAGE] : NULL;
+    pthread_mutex_unlock(&table_lock);
+    return entry;
+}
+
+/// A fresh entry for `fd` (NULL past the table's reach).
+static struct sock *claim(int fd, int domain) {
+    if (fd < 0 || fd >= PAGE * PAGES) return NULL;
+    pthread_mutex_lock(&table_lock);
+    if (!pages[fd / PAGE]) pages[fd / PAGE] = calloc(PAGE, sizeof(struct sock));
+    struct sock *entry = pages[fd / PAGE] ? &pages[fd / PAGE][fd % PAGE] : NULL;
+    if (entry) {
+        if (!entry->used) served++;
+        memset(entry, 0, sizeof *entry);
+        entry->used = 1;
+        entry->domain = domain;
+        entry->nodelay = 0;
+        entry->receive_buffer = entry->send_buffer = 256 * 1024;
+    }
+    pthread_mutex_unlock(&table_lock);
+    return entry;
+}
+
+static void release(int fd) {
+    if (fd < 0 || fd >= PAGE * PAGES) return;
+    pthread_mutex_lock(&table_lock);
+    struct sock *page = pages[fd / PAGE];
+    if (page && page[fd % PAGE].used) {
+        page[fd % PAGE].used = 0;
+        served--;
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
+/// Makes `to` serve the same socket as `from` (after dup2 and friends).
+static void copy_entry(int from, int to) {
+    struct sock *source = lookup(from);
+    if (!source) {
+        release(to);
+        return;
+    }
+    struct sock saved = *source;
+    struct sock *target = claim(to, saved.domain);
+    if (target) *target = saved;
+}
+
+int netstack_preload_socket_count(void) {
+    pthread_mutex_lock(&table_lock);
+    int count = served;
+    pthread_mutex_unlock(&table_lock);
+    return count;
+}
+
+// MARK: The control protocol
+
+enum {
+    HELLO = 0x01, OPEN_SOCKET = 0x03, JOIN = 0x04, BIND = 0x10, LISTEN = 0x11, ACCEPT = 0x12, CONNECT = 0x13,
+    GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B,
+    DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, TOKEN = 0x93, FAILURE = 0xFF,
+};
+enum { OPTION_NO_DELAY = 1, OPTION_KEEPALIVE = 2, OPTION_RECEIVE_BUFFER = 3, OPTION_SEND_BUFFER = 4, OPTION_V6_ONLY = 5 };
+
+/// A message being built or read: type, then body.
+struct message {
+    uint8_t bytes[600];
+    size_t length;
+};
+
+static void put8(struct message *m, uint8_t v) {
+    if (m->length < sizeof m->bytes) m->bytes[m->length++] = v;
+}
+static void put16(struct message *m, uint16_t v) { put8(m, v >> 8); put8(m, v & 0xff); }
+static void put32(struct message *m, uint32_t v) { put16(m, v >> 16); put16(m, v & 0xffff); }
+static void put64(struct message *m, uint64_t v) { put32(m, v >> 32); put32(m, v & 0xffffffff); }
+
+/// Appends an endpoint (family byte, address, port); IPv4-mapped IPv6
+/// addresses go as IPv4 when `unmap`.
+static int put_endpoint(struct message *m, const struct sockaddr *address, socklen_t length, int unmap) {
+    if (address->sa_family == AF_INET && length >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
+        put8(m, 4);
+        const uint8_t *bytes = (const uint8_t *)&v4->sin_addr;
+        for (int i = 0; i < 4; i++) put8(m, bytes[i]);
+        put16(m, ntohs(v4->sin_port));
+        return 0;
+    }
+    if (address->sa_family == AF_INET6 && length >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
+        const uint8_t *bytes = (const uint8_t *)&v6->sin6_addr;
+        if (unmap && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+            put8(m, 4);
+            for (int i = 12; i < 16; i++) put8(m, bytes[i]);
+        } else {
+            put8(m, 6);
+            for (int i = 0; i < 16; i++) put8(m, bytes[i]);
+        }
+        put16(m, ntohs(v6->sin6_port));
+        return 0;
+    }
+    errno = address->sa_family == AF_INET || address->sa_family == AF_INET6 ? EINVAL : EAFNOSUPPORT;
+    return -1;
+}
+
+/// Reads an optional endpoint at `*at` into `out` as a socket address of
+/// `domain` (IPv4 ones mapped for AF_INET6). Returns 1 if one was there.
+static int get_endpoint(const struct message *m, size_t *at, int domain, struct sockaddr_storage *out,
+                        socklen_t *length) {
+    if (*at >= m->length) return 0;
+    uint8_t family = m->bytes[(*at)++];
+    if (family == 0) return 0;
+    size_t size = family == 4 ? 4 : 16;
+    if (*at + size + 2 > m->length) return 0;
+    const uint8_t *address = &m->bytes[*at];
+    uint16_t port = (uint16_t)(m->bytes[*at + size] << 8 | m->bytes[*at + size + 1]);
+    *at += size + 2;
+    memset(out, 0, sizeof *out);
+    if (domain == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        uint8_t *bytes = (uint8_t *)&v6->sin6_addr;
+        if (family == 4) {
+            bytes[10] = bytes[11] = 0xff;
+            memcpy(bytes + 12, address, 4);
+        } else {
+            memcpy(bytes, address, 16);
+        }
+        *length = sizeof *v6;
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        memcpy(&v4->sin_addr, address, 4);
+        *length = sizeof *v4;
+    }
+    return 1;
+}
+
+/// Waits until `fd` is ready for `events` (the library's own exchanges
+/// block even on a descriptor the program made non-blocking).
+static void await_ready(int fd, short events) {
+    struct pollfd ready = {fd, events, 0};
+    while (poll(&ready, 1, -1) < 0 && errno == EINTR) {}
+}
+
+static int write_all(int fd, const void *buffer, size_t length) {
+    const uint8_t *bytes = buffer;
+    while (length > 0) {
+        ssize_t n = send(fd, bytes, length, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            await_ready(fd, POLLOUT);
+            continue;
+        }
+        if (n <= 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        bytes += n;
+        length -= n;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buffer, size_t length) {
+    uint8_t *bytes = buffer;
+    while (length > 0) {
+        ssize_t n = recv(fd, bytes, length, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            await_ready(fd, POLLIN);
+            continue;
+        }
+        if (n <= 0) {
+            // netstackd went away (stopped or restarted).
+            errno = ECONNRESET;
+            return -1;
+        }
+        bytes += n;
+        length -= n;
+    }
+    return 0;
+}
+
+/// Sends the messages in `m` (several may be pipelined), each framed.
+static int send_messages(int fd, struct message *messages, int count) {
+    uint8_t frames[2048];
+    size_t used = 0;
+    for (int i = 0; i < count; i++) {
+        if (used + 4 + messages[i].length > sizeof frames) return errno = EMSGSIZE, -1;
+        uint32_t length = (uint32_t)messages[i].length;
+        frames[used++] = length >> 24;
+        frames[used++] = length >> 16;
+        frames[used++] = length >> 8;
+        frames[used++] = length;
+        memcpy(frames + used, messages[i].bytes, messages[i].length);
+        used += messages[i].length;
+    }
+    return write_all(fd, frames, used);
+}
+
+static int send_message(int fd, struct message *m) { return send_messages(fd, m, 1); }
+
+/// The errno a failure answer stands for.
+static int failure_errno(const struct message *m) {
+    if (m->length < 7) return EIO;
+    uint16_t code = (uint16_t)(m->bytes[1] << 8 | m->bytes[2]);
+    uint32_t number = (uint32_t)m->bytes[3] << 24 | (uint32_t)m->bytes[4] << 16 | (uint32_t)m->bytes[5] << 8 | m->bytes[6];
+    if (number) return (int)number;
+    switch (code) {
+    case 5: return EACCES;       // notPermitted
+    case 6: return EINVAL;       // wrongState
+    case 7: return ECONNABORTED; // unknownToken
+    default: return EIO;
+    }
+}
+
+/// Reads one answer into `m`; -1 (errno set) if it is a failure, if it is
+/// not `expected`, or if the connection ended.
+static int read_answer(int fd, struct message *m, uint8_t expected) {
+    uint8_t prefix[4];
+    if (read_all(fd, prefix, 4) < 0) return -1;
+    size_t length = (size_t)prefix[0] << 24 | (size_t)prefix[1] << 16 | (size_t)prefix[2] << 8 | prefix[3];
+    if (length == 0 || length > sizeof m->bytes) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (read_all(fd, m->bytes, length) < 0) return -1;
+    m->length = length;
+    if (m->bytes[0] == FAILURE) {
+        errno = failure_errno(m);
+        debug("netstack-preload: failure %d: %.*s", errno, m->length > 9 ? (int)m->length - 9 : 0,
+              m->length > 9 ? (const char *)m->bytes + 9 : "");
+        return -1;
+    }
+    if (m->bytes[0] != expected) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+static struct message request(uint8_t type) {
+    struct message m = {.length = 0};
+    put8(&m, type);
+    return m;
+}
+
+static const char *control_path(void) {
+    const char *path = getenv("NETSTACK_SOCKET");
+    return path && *path ? path : NETSTACK_DEFAULT_SOCKET;
+}
+
+/// A new control connection that has said hello; -1 with ECONNREFUSED when
+/// netstackd does not answer.
+static int control_connect(void) {
+    int fd = REAL(socket)(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    strncpy(address.sun_path, control_path(), sizeof address.sun_path - 1);
+    if (REAL(connect)(fd, (struct sockaddr *)&address, sizeof address) < 0) {
+        debug("netstack-preload: cannot reach %s: %s", address.sun_path, strerror(errno));
+        REAL(close)(fd);
+        errno = ECONNREFUSED;
+        return -1;
+    }
+    struct message hello = request(HELLO), answer;
+    put16(&hello, 1);
+    if (send_message(fd, &hello) < 0 || read_answer(fd, &answer, WELCOME) < 0) {
+        int saved = errno == ECONNRESET ? ECONNREFUSED : errno;
+        REAL(close)(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/// Sends `type` with no body and reads `done`.
+static int simple(int fd, struct message m) {
+    struct message answer;
+    if (send_message(fd, &m) < 0) return -1;
+    return read_answer(fd, &answer, DONE);
+}
+
+static int set_option(int fd, uint8_t option, uint64_t value) {
+    struct message m = request(SET_OPTION);
+    put8(&m, option);
+    put64(&m, value);
+    return simple(fd, m);
+}
+
+/// Applies the options recorded on a socket that is not connected yet.
+static void apply_options(int fd, const struct sock *entry) {
+    if (entry->nodelay) set_option(fd, OPTION_NO_DELAY, 1);
+    if (entry->keepalive) set_option(fd, OPTION_KEEPALIVE, 1);
+}
+
+/// Asks for the endpoints and the byte stream (pipelined) and records the
+/// endpoints: the last step of connect and accept.
+static int become_stream(int fd, struct sock *entry) {
+    struct message messages[2] = {request(GET_ENDPOINTS), request(STREAM)}, answer;
+    if (send_messages(fd, messages, 2) < 0) return -1;
+    if (read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
+    size_t at = 1;
+    if (!get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length)) entry->local_length = 0;
+    if (!get_endpoint(&answer, &at, entry->domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
+    if (read_answer(fd, &answer, DONE) < 0) return -1;
+    entry->state = CONNECTED;
+    return 0;
+}
+
+/// Makes `fd` non-blocking and close-on-exec as `flags` (SOCK_*) ask.
+static void apply_flags(int fd, int flags) {
+    int status = fcntl(fd, F_GETFL);
+    if (flags & SOCK_NONBLOCK) fcntl(fd, F_SETFL, status | O_NONBLOCK);
+    // Control connections are made close-on-exec; undo it when not asked.
+    if (!(flags & SOCK_CLOEXEC)) fcntl(fd, F_SETFD, 0);
+}
+
+// MARK: The socket calls
+
+int socket(int domain, int type, int protocol) {
+    int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if ((domain != AF_INET && domain != AF_INET6) || kind != SOCK_STREAM ||
+        (protocol != 0 && protocol != IPPROTO_TCP)) {
+        return REAL(socket)(domain, type, protocol);
+    }
+    int fd = control_connect();
+    if (fd < 0) return -1;
+    struct message open = request(OPEN_SOCKET);
+    put8(&open, domain == AF_INET ? 4 : 6);
+    put8(&open, 1);
+    if (simple(fd, open) < 0 || !claim(fd, domain)) {
+        int saved = errno ? errno : EMFILE;
+        REAL(close)(fd);
+        errno = saved;
+        return -1;
+    }
+    apply_flags(fd, type);
+    debug("netstack-preload: socket %d (IPv%d TCP)", fd, domain == AF_INET ? 4 : 6);
+    return fd;
+}
+
+int bind(int fd, const struct sockaddr *address, socklen_t length) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(bind)(fd, address, length);
+    if (entry->state != OPEN) return errno = EINVAL, -1;
+    if (!address || address->sa_family != entry->domain) return errno = EAFNOSUPPORT, -1;
+    struct message m = request(BIND), answer;
+    if (put_endpoint(&m, address, length, 0) < 0) return -1;
+    if (send_message(fd, &m) < 0 || read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
+    size_t at = 1;
+    get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length);
+    entry->state = BOUND;
+    return 0;
+}
+
+/// The only accept request a listening socket keeps waiting: its answer
+/// is what makes the descriptor readable.
+static int post_accept(int fd) {
+    struct message m = request(ACCEPT);
+    return send_message(fd, &m);
+}
+
+int listen(int fd, int backlog) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(listen)(fd, backlog);
+    if (entry->state == LISTENING) return 0;
+    if (entry->state == CONNECTED) return errno = EINVAL, -1;
+    // An IPv6 socket with IPV6_V6ONLY off takes IPv4 connections too.
+    if (entry->domain == AF_INET6 && !entry->v6only && set_option(fd, OPTION_V6_ONLY, 0) < 0) return -1;
+    apply_options(fd, entry);
+    struct message m = request(LISTEN), answer;
+    put32(&m, backlog <= 0 ? 1 : (uint32_t)backlog);
+    if (simple(fd, m) < 0) return -1;
+    // Unbound before: the daemon picked a port.
+    struct message get = request(GET_ENDPOINTS);
+    if (send_message(fd, &get) < 0 || read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
+    size_t at = 1;
+    get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length);
+    entry->state = LISTENING;
+    return post_accept(fd);
+}
+
+/// Whether a whole answer is waiting on `fd` (for non-blocking accept).
+static int answer_waiting(int fd) {
+    uint8_t peek[sizeof(struct message) + 4];
+    ssize_t n = recv(fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 4) return n == 0;   // 0: the daemon went away; accept reports it
+    size_t length = (size_t)peek[0] << 24 | (size_t)peek[1] << 16 | (size_t)peek[2] << 8 | peek[3];
+    return (size_t)n >= 4 + length;
+}
+
+int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
+    struct sock *listener = lookup(fd);
+    if (!listener) return REAL(accept4)(fd, address, length, flags);
+    if (listener->state != LISTENING) return errno = EINVAL, -1;
+    if ((fcntl(fd, F_GETFL) & O_NONBLOCK) && !answer_waiting(fd)) return errno = EAGAIN, -1;
+    struct message answer;
+    if (read_answer(fd, &answer, TOKEN) < 0) {
+        int saved = errno;
+        // The listener goes on: ask for the next connection.
+        if (saved != ECONNRESET) post_accept(fd);
+        errno = saved == ECONNRESET ? ECONNABORTED : saved;
+        return -1;
+    }
+    uint64_t token = 0;
+    for (int i = 1; i <= 8; i++) token = token << 8 | answer.bytes[i];
+    int domain = listener->domain;
+    post_accept(fd);
+    int connection = control_connect();
+    if (connection < 0) return errno = ECONNABORTED, -1;
+    struct message join = request(JOIN), joined;
+    put64(&join, token);
+    struct sock *entry = claim(connection, domain);
+    if (!entry || send_message(connection, &join) < 0 || read_answer(connection, &joined, DONE) < 0 ||
+        become_stream(connection, entry) < 0) {
+        release(connection);
+        REAL(close)(connection);
+        return errno = ECONNABORTED, -1;
+    }
+    apply_flags(connection, flags);
+    if (address && length) {
+        socklen_t size = entry->peer_length < *length ? entry->peer_length : *length;
+        memcpy(address, &entry->peer, size);
+        *length = entry->peer_length;
+    }
+    debug("netstack-preload: accept %d -> %d", fd, connection);
+    return connection;
+}
+
+int accept(int fd, struct sockaddr *address, socklen_t *length) { return accept4(fd, address, length, 0); }
+
+int connect(int fd, const struct sockaddr *address, socklen_t length) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(connect)(fd, address, length);
+    if (entry->state == CONNECTED) return errno = EISCONN, -1;
+    if (entry->state == LISTENING) return errno = EINVAL, -1;
+    if (!address || (address->sa_family != AF_INET && address->sa_family != AF_INET6)) return errno = EAFNOSUPPORT, -1;
+    if (address->sa_family != entry->domain) return errno = EAFNOSUPPORT, -1;
+    int mapped = address->sa_family == AF_INET6 &&
+                 IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)address)->sin6_addr);
+    if (mapped) {
+        // An IPv4 peer through an IPv6 socket: the stack needs an IPv4 one,
+        // under the same descriptor number.
+        if (entry->state != OPEN) return errno = EAFNOSUPPORT, -1;
+        int replacement = control_connect();
+        if (replacement < 0) return -1;
+        struct message open = request(OPEN_SOCKET);
+        put8(&open, 4);
+        put8(&open, 1);
+        int status = fcntl(fd, F_GETFL), descriptor_flags = fcntl(fd, F_GETFD);
+        if (simple(replacement, open) < 0 || REAL(dup2)(replacement, fd) < 0) {
+            int saved = errno;
+            REAL(close)(replacement);
+            return errno = saved, -1;
+        }
+        REAL(close)(replacement);
+        fcntl(fd, F_SETFL, status);
+        fcntl(fd, F_SETFD, descriptor_flags);
+    }
+    apply_options(fd, entry);
+    struct message m = request(CONNECT), answer;
+    if (put_endpoint(&m, address, length, 1) < 0) return -1;
+    // The handshake is waited for even on a non-blocking socket: connect
+    // then returns 0, which POSIX allows (a program that polls for
+    // writability finds the socket writable at once).
+    if (send_message(fd, &m) < 0 || read_answer(fd, &answer, DONE) < 0) return -1;
+    if (become_stream(fd, entry) < 0) return -1;
+    debug("netstack-preload: connect %d", fd);
+    return 0;
+}
+
+static int copy_address(const struct sockaddr_storage *from, socklen_t from_length, struct sockaddr *to,
+                        socklen_t *length) {
+    if (!to || !length) return errno = EFAULT, -1;
+    socklen_t size = from_length < *length ? from_length : *length;
+    memcpy(to, from, size);
+    *length = from_length;
+    return 0;
+}
+
+int getsockname(int fd, struct sockaddr *address, socklen_t *length) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(getsockname)(fd, address, length);
+    if (entry->local_length == 0) {
+        // Unbound: the wildcard address, port 0.
+        struct sockaddr_storage any = {.ss_family = (sa_family_t)entry->domain};
+        return copy_address(&any, entry->domain == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6),
+                            address, length);
+    }
+    return copy_address(&entry->local, entry->local_length, address, length);
+}
+
+int getpeername(int fd, struct sockaddr *address, socklen_t *length) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(getpeername)(fd, address, length);
+    if (entry->state != CONNECTED || entry->peer_length == 0) return errno = ENOTCONN, -1;
+    return copy_address(&entry->peer, entry->peer_length, address, length);
+}
+
+static int give_int(void *value, socklen_t *length, int number) {
+    if (!value || !length || *length < sizeof(int)) return errno = EINVAL, -1;
+    memcpy(value, &number, sizeof number);
+    *length = sizeof number;
+    return 0;
+}
+
+int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(getsockopt)(fd, level, name, value, length);
+    if (level == SOL_SOCKET) {
+        switch (name) {
+        case SO_ERROR: return give_int(value, length, 0);   // connect reports its errors itself
+        case SO_TYPE: return give_int(value, length, SOCK_STREAM);
+        case SO_DOMAIN: return give_int(value, length, entry->domain);
+        case SO_PROTOCOL: return give_int(value, length, IPPROTO_TCP);
+        case SO_ACCEPTCONN: return give_int(value, length, entry->state == LISTENING);
+        case SO_KEEPALIVE: return give_int(value, length, entry->keepalive);
+        case SO_REUSEADDR: return give_int(value, length, entry->reuseaddr);
+        case SO_REUSEPORT: return give_int(value, length, entry->reuseport);
+        case SO_RCVBUF: return give_int(value, length, entry->receive_buffer);
+        case SO_SNDBUF: return give_int(value, length, entry->send_buffer);
+        case SO_LINGER:
+            if (!value || !length || *length < sizeof(struct linger)) return errno = EINVAL, -1;
+            memcpy(value, &entry->linger, sizeof entry->linger);
+            *length = sizeof entry->linger;
+            return 0;
+        case SO_RCVTIMEO:
+        case SO_SNDTIMEO:
+            // Timeouts are the descriptor's own: they apply to the stream.
+            return REAL(getsockopt)(fd, level, name, value, length);
+        }
+    } else if (level == IPPROTO_TCP) {
+        switch (name) {
+        case TCP_NODELAY: return give_int(value, length, entry->nodelay);
+        case TCP_MAXSEG: return give_int(value, length, entry->domain == AF_INET ? 1448 : 1428);
+        }
+    } else if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && entry->domain == AF_INET6) {
+        return give_int(value, length, entry->v6only);
+    }
+    return errno = ENOPROTOOPT, -1;
+}
+
+static int int_value(const void *value, socklen_t length) {
+    int number = 0;
+    if (value && length >= sizeof(int)) memcpy(&number, value, sizeof number);
+    else if (value && length >= 1) number = *(const unsigned char *)value;
+    return number;
+}
+
+int setsockopt(int fd, int level, int name, const void *value, socklen_t length) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(setsockopt)(fd, level, name, value, length);
+    int number = int_value(value, length);
+    // Until the socket is connected its options go to the stack; once it is
+    // a byte stream the control connection takes no more requests, and they
+    // are recorded only (docs/preload.md).
+    int open = entry->state != CONNECTED;
+    if (level == SOL_SOCKET) {
+        switch (name) {
+        case SO_REUSEADDR: entry->reuseaddr = number != 0; return 0;
+        case SO_REUSEPORT: entry->reuseport = number != 0; return 0;
+        case SO_KEEPALIVE:
+            entry->keepalive = number != 0;
+            return open ? set_option(fd, OPTION_KEEPALIVE, entry->keepalive) : 0;
+        case SO_RCVBUF:
+        case SO_SNDBUF: {
+            int bytes = number < 4096 ? 4096 : number > (8 << 20) ? (8 << 20) : number;
+            if (name == SO_RCVBUF) entry->receive_buffer = bytes; else entry->send_buffer = bytes;
+            if (!open) return 0;
+            return set_option(fd, name == SO_RCVBUF ? OPTION_RECEIVE_BUFFER : OPTION_SEND_BUFFER, (uint64_t)bytes);
+        }
+        case SO_LINGER:
+            if (!value || length < sizeof(struct linger)) return errno = EINVAL, -1;
+            memcpy(&entry->linger, value, sizeof entry->linger);
+            return 0;
+        case SO_RCVTIMEO:
+        case SO_SNDTIMEO:
+            return REAL(setsockopt)(fd, level, name, value, length);
+        case SO_BROADCAST:
+        case SO_PRIORITY:
+        case SO_OOBINLINE:
+            return 0;   // no effect on a TCP socket of the stack
+        }
+    } else if (level == IPPROTO_TCP) {
+        switch (name) {
+        case TCP_NODELAY:
+            entry->nodelay = number != 0;
+            return open ? set_option(fd, OPTION_NO_DELAY, entry->nodelay) : 0;
+        case TCP_KEEPIDLE:
+        case TCP_KEEPINTVL:
+        case TCP_KEEPCNT:
+        case TCP_CORK:
+        case TCP_QUICKACK:
+        case TCP_DEFER_ACCEPT:
+        case TCP_USER_TIMEOUT:
+            return 0;   // accepted; the stack's own values apply
+        }
+    } else if (level == IPPROTO_IPV6 && entry->domain == AF_INET6) {
+        switch (name) {
+        case IPV6_V6ONLY:
+            if (entry->state == LISTENING) return errno = EINVAL, -1;
+            entry->v6only = number != 0;
+            return 0;
+        case IPV6_TCLASS:
+            return 0;
+        }
+    } else if (level == IPPROTO_IP) {
+        switch (name) {
+        case IP_TOS:
+            return 0;
+        }
+    }
+    return errno = ENOPROTOOPT, -1;
+}
+
+int shutdown(int fd, int how) {
+    struct sock *entry = lookup(fd);
+    if (!entry) return REAL(shutdown)(fd, how);
+    if (entry->state != CONNECTED) return errno = ENOTCONN, -1;
+    // The stream's own shutdown: its end of file is a FIN for the stack.
+    return REAL(shutdown)(fd, how);
+}
+
+int close(int fd) {
+    release(fd);
+    return REAL(close)(fd);
+}
+
+int dup(int fd) {
+    int copy = REAL(dup)(fd);
+    if (copy >= 0) copy_entry(fd, copy);
+    return copy;
+}
+
+int dup2(int from, int to) {
+    int result = REAL(dup2)(from, to);
+    if (result >= 0 && from != to) copy_entry(from, to);
+    return result;
+}
+
+int dup3(int from, int to, int flags) {
+    int result = REAL(dup3)(from, to, flags);
+    if (result >= 0) copy_entry(from, to);
+    return result;
+}

@@ -1,0 +1,109 @@
+import DequeModule
+import NetstackControl
+import NetstackCore
+import NetstackIO
+import NetstackSockets
+import Synchronization
+
+/// An IPv6 TCP socket with IPV6_V6ONLY off, as Linux makes them by default:
+/// listening on the unspecified address, it also takes IPv4 connections
+/// (RFC 3493 §3.7), which reach the program with IPv4-mapped addresses.
+///
+/// The stack's tables are per IP version, so this is two listeners on one
+/// port, one per version, each drained by a task into one accept queue that
+/// the channel's `accept` takes from, oldest first. Connections beyond the
+/// backlog are reset, as a full accept queue would drop them.
+final class DualStackListener: Sendable {
+    let v6: StreamSocket<IPv6>
+    private let runtime: SocketRuntime
+    private struct State {
+        var v4: StreamSocket<IPv4>?
+        var queue = Deque<(ControlChannel, ControlEndpoint?)>()
+        var waiters = Deque<CheckedContinuation<(ControlChannel, ControlEndpoint?)?, Never>>()
+        var backlog = 128
+        var closed = false
+    }
+    private let state = Mutex(State())
+
+    init(_ v6: StreamSocket<IPv6>, runtime: SocketRuntime) {
+        self.v6 = v6
+        self.runtime = runtime
+    }
+
+    /// Listens on both versions when bound to the unspecified address (else
+    /// on IPv6 alone), and starts taking connections.
+    func listen(backlog: Int) async throws {
+        try await v6.listen(backlog: backlog)
+        state.withLock { $0.backlog = max(1, backlog) }
+        let local = try await v6.localEndpoint()
+        if let local, local.address.isUnspecified {
+            let v4 = await StreamSocket<IPv4>.open(runtime)
+            do {
+                try await v4.bind(.any(port: local.port))
+                try await v4.listen(backlog: backlog)
+            } catch {
+                await v4.close()
+                await v6.close()
+                throw error
+            }
+            state.withLock { $0.v4 = v4 }
+            runtime.spawn { [self] in await drain(v4) { .stream4($0) } }
+        }
+        runtime.spawn { [self] in await drain(v6) { .stream6($0) } }
+    }
+
+    /// Moves the connections `listener` accepts into the queue until it closes.
+    private func drain<I: IPVersion>(_ listener: StreamSocket<I>, _ wrap: (StreamSocket<I>) -> ControlChannel) async {
+        while let connection = try? await listener.accept() {
+            let peer = (try? await connection.remoteEndpoint()).flatMap { $0.map(ControlEndpoint.init) }
+            let channel = wrap(connection)
+            let outcome = state.withLock { state -> Outcome in
+                if state.closed { return .refused }
+                if let waiter = state.waiters.popFirst() { return .resume(waiter) }
+                guard state.queue.count < state.backlog else { return .refused }
+                state.queue.append((channel, peer))
+                return .queued
+            }
+            switch outcome {
+            case .resume(let waiter): waiter.resume(returning: (channel, peer))
+            case .queued: break
+            case .refused: await connection.abort()
+            }
+        }
+    }
+
+    private enum Outcome {
+        case resume(CheckedContinuation<(ControlChannel, ControlEndpoint?)?, Never>)
+        case queued
+        case refused
+    }
+
+    /// The next connection of either version and its peer; nil once closed.
+    func accept() async -> (ControlChannel, ControlEndpoint?)? {
+        await withCheckedContinuation { continuation in
+            let ready: (ControlChannel, ControlEndpoint?)?? = state.withLock { state in
+                if let first = state.queue.popFirst() { return first }
+                if state.closed { return .some(nil) }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// Closes both listeners and the connections nobody accepted.
+    func close() async {
+        let (v4, queued, waiters) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.queue.removeAll()
+                state.waiters.removeAll()
+            }
+            return (state.v4, Array(state.queue), Array(state.waiters))
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
+        for (channel, _) in queued { await channel.abort() }
+        await v4?.close()
+        await v6.close()
+    }
+}
