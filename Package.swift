@@ -100,7 +100,7 @@ let package = Package(
 
         // Tests.
         .target(name: "NetstackTestSupport",
-                dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "CTap",
+                dependencies: ["NetstackWire", "NetstackCore", "NetstackIO", "NetstackControl", "CTap",
                                .product(name: "DequeModule", package: "swift-collections"),
                                .product(name: "HeapModule", package: "swift-collections"),
                                .product(name: "Logging", package: "swift-log")],

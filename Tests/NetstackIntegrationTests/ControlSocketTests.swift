@@ -34,7 +34,7 @@ struct ControlSocketTests {
             ] {
                 unlink(output)
                 let listener = try BackgroundCommand(in: namespace, "\(ctl) \(stackSide)")
-                try waitForListener(daemon, port: port)
+                try daemon.waitForListener(port: port)
                 try namespace.run("timeout -k 1 30 \(hostSide)")
                 #expect(listener.wait() == 0, "\(stackSide): \(listener.output)")
                 #expect(try Self.sha256(output) == expected, "\(stackSide) / \(hostSide)")
@@ -57,7 +57,7 @@ struct ControlSocketTests {
         let ctl = "timeout -k 1 20 \(DaemonProcess.controlTool)"
         for (stack, host, flag) in [("192.168.69.1", "192.168.69.100", ""), ("fdaa::1", "fdaa::100", "-6")] {
             let listener = try BackgroundCommand(in: namespace, "\(ctl) nc \(socket) -u -l \(flag) -w 2 9100 < /dev/null")
-            try waitForSocket(daemon) { $0.proto.hasPrefix("udp") && $0.local.hasSuffix(":9100") }
+            try daemon.waitForSocket { $0.proto.hasPrefix("udp") && $0.local.hasSuffix(":9100") }
             try namespace.run("echo from-host | timeout 5 nc -u -w 1 \(stack) 9100")
             #expect(listener.wait() == 0)
             #expect(listener.output == "from-host\n", "\(stack): \(listener.output)")
@@ -200,18 +200,5 @@ struct ControlSocketTests {
         let refused = try TestShell.run("\(command); echo status=$?")
         #expect(refused.contains("is not allowed to use netstackd") && !refused.contains("status=0"), "\(refused)")
         #expect(try daemon.control("status").contains("tap0"), "root still is served")
-    }
-
-    private func waitForListener(_ daemon: DaemonProcess, port: Int) throws {
-        try waitForSocket(daemon) { $0.state == "listen" && $0.local.hasSuffix(":\(port)") }
-    }
-
-    private func waitForSocket(_ daemon: DaemonProcess, _ matches: (SocketReport) -> Bool) throws {
-        for _ in 0..<100 {
-            let json = try daemon.control("sockets --json")
-            if try JSONDecoder().decode([SocketReport].self, from: Data(json.utf8)).contains(where: matches) { return }
-            usleep(50_000)
-        }
-        Issue.record("the socket did not appear")
     }
 }

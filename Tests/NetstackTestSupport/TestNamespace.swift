@@ -1,5 +1,7 @@
 import CTap
 import Foundation
+import NetstackControl
+import Testing
 import Glibc
 
 /// A network namespace made by a test (`ip netns add`), with a helper to run
@@ -283,5 +285,22 @@ public final class BackgroundCommand: @unchecked Sendable {
             if isRunning { kill(pid, SIGKILL) }
         }
         return wait()
+    }
+}
+
+extension DaemonProcess {
+    /// Waits (up to 5 s) until the daemon lists a TCP listener on `port`.
+    public func waitForListener(port: Int) throws {
+        try waitForSocket { $0.state == "listen" && $0.local.hasSuffix(":\(port)") }
+    }
+
+    /// Waits (up to 5 s) until `netstackctl sockets` lists a socket that matches.
+    public func waitForSocket(_ matches: (SocketReport) -> Bool) throws {
+        for _ in 0..<100 {
+            let json = try control("sockets --json")
+            if try JSONDecoder().decode([SocketReport].self, from: Data(json.utf8)).contains(where: matches) { return }
+            usleep(50_000)
+        }
+        Issue.record("the socket did not appear")
     }
 }

@@ -96,4 +96,11 @@ transports = ["udp", "tcp"]
 [services.chargen]
 port = 19
 transports = ["tcp"]
+
+# An iperf3 server (iperf3's own protocol): `iperf3 -c 192.168.69.1` with -R,
+# -u, -P, -6, --bidir and -J. One test at a time; the limits above do not
+# apply to it.
+[services.iperf3]
+port = 5201
+transports = ["tcp", "udp"]
 """

@@ -36,12 +36,17 @@ struct BuiltinServices: ServiceLifecycle.Service {
     /// Every configured service, each on both IP versions.
     private func serveAll(_ open: OpenSockets) async {
         await withDiscardingTaskGroup { group in
-            for setting in settings where setting.transports.contains(.udp) {
+            for setting in settings where setting.kind == .iperf3 {
+                let server = IperfServer(port: setting.port, transports: setting.transports, sockets: sockets,
+                                         logger: logger)
+                group.addTask { await server.run(open) }
+            }
+            for setting in settings where setting.kind != .iperf3 && setting.transports.contains(.udp) {
                 let stack = ServiceStacks.datagrams(setting, logger: logger)
                 group.addTask { await serveUDP(setting, stack, IPv4.self, open) }
                 group.addTask { await serveUDP(setting, stack, IPv6.self, open) }
             }
-            for setting in settings where setting.transports.contains(.tcp) {
+            for setting in settings where setting.kind != .iperf3 && setting.transports.contains(.tcp) {
                 // One stack for both IP versions: the limits count both.
                 let stack = ServiceStacks.connections(setting, logger: logger)
                 let admission = LoadShed(inner: ConcurrencyLimit(

@@ -8,6 +8,8 @@ public enum BuiltinServiceKind: String, CaseIterable, Sendable, Hashable {
     case daytime
     /// RFC 864: answers with characters (a datagram of them, or an endless stream).
     case chargen
+    /// An iperf3 server (iperf3's own protocol, TCP and UDP; `IperfServer`).
+    case iperf3
 
     public var defaultPort: UInt16 {
         switch self {
@@ -15,6 +17,7 @@ public enum BuiltinServiceKind: String, CaseIterable, Sendable, Hashable {
         case .discard: 9
         case .daytime: 13
         case .chargen: 19
+        case .iperf3: 5201
         }
     }
 }

@@ -53,6 +53,7 @@ struct SmallDatagramServer: Service, Sendable {
         case .discard: nil
         case .daytime: SmallServers.daytime()
         case .chargen: SmallServers.chargenDatagram()
+        case .iperf3: nil   // served by IperfServer, never here
         }
     }
 }
@@ -88,6 +89,9 @@ struct SmallStreamServer: Service, Sendable {
             try await connection.send(time)
             outcome.sent = time.count
             try await connection.shutdown()
+        case .iperf3:
+            // Served by IperfServer, never here.
+            break
         case .chargen:
             // RFC 864: characters until the client goes away (which ends
             // this with the error of the failed send); what it sends is read
