@@ -49,6 +49,15 @@ static int (*real_close)(int);
 static int (*real_dup)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_send)(int, const void *, size_t, int);
+static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+static int (*real_sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+static ssize_t (*real_recv)(int, void *, size_t, int);
+static ssize_t (*real_recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
 
 static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 
@@ -67,6 +76,15 @@ static void resolve(void) {
     real_dup = dlsym(RTLD_NEXT, "dup");
     real_dup2 = dlsym(RTLD_NEXT, "dup2");
     real_dup3 = dlsym(RTLD_NEXT, "dup3");
+    real_read = dlsym(RTLD_NEXT, "read");
+    real_write = dlsym(RTLD_NEXT, "write");
+    real_send = dlsym(RTLD_NEXT, "send");
+    real_sendto = dlsym(RTLD_NEXT, "sendto");
+    real_sendmsg = dlsym(RTLD_NEXT, "sendmsg");
+    real_sendmmsg = dlsym(RTLD_NEXT, "sendmmsg");
+    real_recv = dlsym(RTLD_NEXT, "recv");
+    real_recvfrom = dlsym(RTLD_NEXT, "recvfrom");
+    real_recvmsg = dlsym(RTLD_NEXT, "recvmsg");
 }
 
 #define REAL(name) (pthread_once(&resolved, resolve), real_##name)
@@ -85,7 +103,7 @@ static void debug(const char *format, ...) {
     va_end(arguments);
     if (n > (int)sizeof line - 2) n = sizeof line - 2;
     line[n++] = '\n';
-    ssize_t ignored = write(2, line, n);
+    ssize_t ignored = REAL(write)(2, line, n);
     (void)ignored;
     errno = saved;
 }
@@ -97,7 +115,12 @@ enum state { OPEN, BOUND, LISTENING, CONNECTED };
 struct sock {
     int used;
     int domain;              // AF_INET or AF_INET6, as the program asked
+    int type;                // SOCK_STREAM or SOCK_DGRAM
     enum state state;
+    /// UDP: the connection carries datagram frames (it was bound).
+    int framed;
+    /// UDP: frames are read and written whole, one thread at a time.
+    pthread_mutex_t io;
     int v6only;              // IPV6_V6ONLY (Linux's default: off)
     int nodelay, keepalive, reuseaddr, reuseport, receive_buffer, send_buffer;
     struct linger linger;
@@ -112,6 +135,8 @@ struct sock {
 static struct sock *pages[PAGES];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static int served;
+/// UDP sockets served now: while 0, read and write skip the table.
+static int datagram_sockets;
 
 static void before_fork(void) { pthread_mutex_lock(&table_lock); }
 static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
@@ -131,18 +156,27 @@ static struct sock *lookup(int fd) {
 }
 
 /// A fresh entry for `fd` (NULL past the table's reach).
-static struct sock *claim(int fd, int domain) {
+static struct sock *claim(int fd, int domain, int type) {
     if (fd < 0 || fd >= PAGE * PAGES) return NULL;
     pthread_mutex_lock(&table_lock);
-    if (!pages[fd / PAGE]) pages[fd / PAGE] = calloc(PAGE, sizeof(struct sock));
+    if (!pages[fd / PAGE]) __atomic_store_n(&pages[fd / PAGE], calloc(PAGE, sizeof(struct sock)), __ATOMIC_RELEASE);
     struct sock *entry = pages[fd / PAGE] ? &pages[fd / PAGE][fd % PAGE] : NULL;
     if (entry) {
-        if (!entry->used) served++;
+        if (entry->used) {
+            served--;
+            if (entry->type == SOCK_DGRAM) __atomic_sub_fetch(&datagram_sockets, 1, __ATOMIC_RELAXED);
+        }
+        __atomic_store_n(&entry->used, 0, __ATOMIC_RELEASE);
+        pthread_mutex_t io = entry->io;
+        int had_lock = entry->domain != 0;
         memset(entry, 0, sizeof *entry);
-        entry->used = 1;
+        if (had_lock) entry->io = io; else pthread_mutex_init(&entry->io, NULL);
         entry->domain = domain;
-        entry->nodelay = 0;
-        entry->receive_buffer = entry->send_buffer = 256 * 1024;
+        entry->type = type;
+        entry->receive_buffer = entry->send_buffer = type == SOCK_DGRAM ? 212992 : 256 * 1024;
+        served++;
+        if (type == SOCK_DGRAM) __atomic_add_fetch(&datagram_sockets, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&entry->used, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&table_lock);
     return entry;
@@ -153,10 +187,22 @@ static void release(int fd) {
     pthread_mutex_lock(&table_lock);
     struct sock *page = pages[fd / PAGE];
     if (page && page[fd % PAGE].used) {
-        page[fd % PAGE].used = 0;
+        __atomic_store_n(&page[fd % PAGE].used, 0, __ATOMIC_RELEASE);
         served--;
+        if (page[fd % PAGE].type == SOCK_DGRAM) __atomic_sub_fetch(&datagram_sockets, 1, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&table_lock);
+}
+
+/// The entry of a UDP socket served here, without taking the table's lock
+/// (read and write go through this for every descriptor of the program).
+static struct sock *datagram_lookup(int fd) {
+    if (__atomic_load_n(&datagram_sockets, __ATOMIC_RELAXED) == 0) return NULL;
+    if (fd < 0 || fd >= PAGE * PAGES) return NULL;
+    struct sock *page = __atomic_load_n(&pages[fd / PAGE], __ATOMIC_ACQUIRE);
+    if (!page) return NULL;
+    struct sock *entry = &page[fd % PAGE];
+    return __atomic_load_n(&entry->used, __ATOMIC_ACQUIRE) && entry->type == SOCK_DGRAM ? entry : NULL;
 }
 
 /// Makes `to` serve the same socket as `from` (after dup2 and friends).
@@ -167,8 +213,12 @@ static void copy_entry(int from, int to) {
         return;
     }
     struct sock saved = *source;
-    struct sock *target = claim(to, saved.domain);
-    if (target) *target = saved;
+    struct sock *target = claim(to, saved.domain, saved.type);
+    if (target) {
+        pthread_mutex_t io = target->io;
+        *target = saved;
+        target->io = io;
+    }
 }
 
 int netstack_preload_socket_count(void) {
@@ -185,7 +235,10 @@ enum {
     GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B,
     DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, TOKEN = 0x93, FAILURE = 0xFF,
 };
-enum { OPTION_NO_DELAY = 1, OPTION_KEEPALIVE = 2, OPTION_RECEIVE_BUFFER = 3, OPTION_SEND_BUFFER = 4, OPTION_V6_ONLY = 5 };
+enum {
+    OPTION_NO_DELAY = 1, OPTION_KEEPALIVE = 2, OPTION_RECEIVE_BUFFER = 3, OPTION_SEND_BUFFER = 4, OPTION_V6_ONLY = 5,
+    OPTION_REUSE_ADDRESS = 6,
+};
 
 /// A message being built or read: type, then body.
 struct message {
@@ -273,7 +326,7 @@ static void await_ready(int fd, short events) {
 static int write_all(int fd, const void *buffer, size_t length) {
     const uint8_t *bytes = buffer;
     while (length > 0) {
-        ssize_t n = send(fd, bytes, length, MSG_NOSIGNAL);
+        ssize_t n = REAL(send)(fd, bytes, length, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) {
             await_ready(fd, POLLOUT);
@@ -292,7 +345,7 @@ static int write_all(int fd, const void *buffer, size_t length) {
 static int read_all(int fd, void *buffer, size_t length) {
     uint8_t *bytes = buffer;
     while (length > 0) {
-        ssize_t n = recv(fd, bytes, length, 0);
+        ssize_t n = REAL(recv)(fd, bytes, length, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) {
             await_ready(fd, POLLIN);
@@ -444,27 +497,189 @@ static void apply_flags(int fd, int flags) {
     if (!(flags & SOCK_CLOEXEC)) fcntl(fd, F_SETFD, 0);
 }
 
+// MARK: Datagram frames (UDP sockets once bound; docs/preload.md)
+
+enum { FRAME_DATAGRAM = 0, FRAME_CONNECT = 1 };
+
+/// Switches a bound UDP socket's connection to datagram frames.
+static int go_framed(int fd, struct sock *entry) {
+    if (entry->framed) return 0;
+    if (simple(fd, request(STREAM)) < 0) return -1;
+    entry->framed = 1;
+    return 0;
+}
+
+/// Binds an unbound UDP socket to the wildcard address and an ephemeral
+/// port (what the kernel does on a first send), then frames.
+static int ensure_framed(int fd, struct sock *entry) {
+    if (entry->framed) return 0;
+    struct sockaddr_storage any = {.ss_family = (sa_family_t)entry->domain};
+    socklen_t length = entry->domain == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    return bind(fd, (struct sockaddr *)&any, length);
+}
+
+/// Writes one frame: length, type, endpoint (or 0), then `data`.
+static int write_frame(int fd, uint8_t type, const struct sockaddr *address, socklen_t address_length,
+                       const struct iovec *pieces, size_t count, size_t total) {
+    struct message head = {.length = 0};
+    put32(&head, 0);
+    put8(&head, type);
+    if (address) {
+        // IPv4-mapped peers of an IPv6 socket go as IPv4 (its IPv4 companion).
+        if (put_endpoint(&head, address, address_length, 1) < 0) return -1;
+    } else {
+        put8(&head, 0);
+    }
+    uint32_t length = (uint32_t)(head.length - 4 + total);
+    head.bytes[0] = length >> 24;
+    head.bytes[1] = length >> 16;
+    head.bytes[2] = length >> 8;
+    head.bytes[3] = length;
+    if (write_all(fd, head.bytes, head.length) < 0) return -1;
+    for (size_t i = 0; i < count; i++) {
+        if (pieces[i].iov_len && write_all(fd, pieces[i].iov_base, pieces[i].iov_len) < 0) return -1;
+    }
+    return 0;
+}
+
+static ssize_t datagram_send(int fd, struct sock *entry, const struct iovec *pieces, size_t count,
+                             const struct sockaddr *address, socklen_t address_length) {
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) total += pieces[i].iov_len;
+    if (total > 65507) return errno = EMSGSIZE, -1;
+    if (address && address->sa_family != entry->domain) return errno = EAFNOSUPPORT, -1;
+    if (!address && entry->peer_length == 0) return errno = EDESTADDRREQ, -1;
+    pthread_mutex_lock(&entry->io);
+    int result = ensure_framed(fd, entry);
+    if (result == 0) result = write_frame(fd, FRAME_DATAGRAM, address, address_length, pieces, count, total);
+    pthread_mutex_unlock(&entry->io);
+    return result < 0 ? -1 : (ssize_t)total;
+}
+
+/// Whether a whole frame waits (for a receive that must not block).
+static int frame_waiting(int fd) {
+    uint8_t prefix[4];
+    ssize_t n = REAL(recv)(fd, prefix, 4, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return 1;   // the end: the read reports it
+    if (n < 4) return 0;
+    size_t length = (size_t)prefix[0] << 24 | (size_t)prefix[1] << 16 | (size_t)prefix[2] << 8 | prefix[3];
+    uint8_t *peek = malloc(4 + length);
+    if (!peek) return 0;
+    n = REAL(recv)(fd, peek, 4 + length, MSG_PEEK | MSG_DONTWAIT);
+    free(peek);
+    return n >= 0 && (size_t)n >= 4 + length;
+}
+
+/// Reads the next datagram frame into the pieces; its size (the whole
+/// datagram, even when cut to fit) and `*truncated`.
+static ssize_t datagram_receive(int fd, struct sock *entry, const struct iovec *pieces, size_t count, int flags,
+                                struct sockaddr *address, socklen_t *address_length, int *truncated) {
+    pthread_mutex_lock(&entry->io);
+    ssize_t result = -1;
+    if (ensure_framed(fd, entry) < 0) goto done;
+    int nonblocking = (flags & MSG_DONTWAIT) || (fcntl(fd, F_GETFL) & O_NONBLOCK);
+    for (;;) {
+        if (nonblocking && !frame_waiting(fd)) {
+            errno = EAGAIN;
+            goto done;
+        }
+        uint8_t prefix[4];
+        if (read_all(fd, prefix, 4) < 0) goto done;
+        size_t length = (size_t)prefix[0] << 24 | (size_t)prefix[1] << 16 | (size_t)prefix[2] << 8 | prefix[3];
+        if (length < 2 || length > 65535 + 24) {
+            errno = EPROTO;
+            goto done;
+        }
+        uint8_t *frame = malloc(length);
+        if (!frame) {
+            errno = ENOMEM;
+            goto done;
+        }
+        if (read_all(fd, frame, length) < 0) {
+            free(frame);
+            goto done;
+        }
+        if (frame[0] != FRAME_DATAGRAM) {
+            free(frame);
+            continue;
+        }
+        struct message endpoint = {.length = length - 1 < sizeof endpoint.bytes ? length - 1 : sizeof endpoint.bytes};
+        memcpy(endpoint.bytes, frame + 1, endpoint.length);
+        size_t at = 0;
+        struct sockaddr_storage source;
+        socklen_t source_length = 0;
+        get_endpoint(&endpoint, &at, entry->domain, &source, &source_length);
+        size_t size = length - 1 - at, copied = 0;
+        for (size_t i = 0; i < count && copied < size; i++) {
+            size_t piece = size - copied < pieces[i].iov_len ? size - copied : pieces[i].iov_len;
+            memcpy(pieces[i].iov_base, frame + 1 + at + copied, piece);
+            copied += piece;
+        }
+        free(frame);
+        if (truncated) *truncated = copied < size;
+        if (address && address_length) {
+            socklen_t room = source_length < *address_length ? source_length : *address_length;
+            memcpy(address, &source, room);
+            *address_length = source_length;
+        }
+        result = (ssize_t)size;
+        break;
+    }
+done:
+    pthread_mutex_unlock(&entry->io);
+    return result;
+}
+
+static int datagram_connect(int fd, struct sock *entry, const struct sockaddr *address, socklen_t length) {
+    if (!address || address->sa_family == AF_UNSPEC) return errno = EOPNOTSUPP, -1;   // dissolving is not served
+    if (address->sa_family != entry->domain) return errno = EAFNOSUPPORT, -1;
+    if (!entry->framed) {
+        if (entry->domain == AF_INET6 && !entry->v6only && entry->state == OPEN &&
+            set_option(fd, OPTION_V6_ONLY, 0) < 0) {
+            return -1;
+        }
+        struct message m = request(CONNECT), answer;
+        if (put_endpoint(&m, address, length, 1) < 0) return -1;
+        if (send_message(fd, &m) < 0 || read_answer(fd, &answer, DONE) < 0) return -1;
+        struct message get = request(GET_ENDPOINTS);
+        if (send_message(fd, &get) < 0 || read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
+        size_t at = 1;
+        get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length);
+        entry->state = BOUND;
+        if (go_framed(fd, entry) < 0) return -1;
+    } else {
+        pthread_mutex_lock(&entry->io);
+        int result = write_frame(fd, FRAME_CONNECT, address, length, NULL, 0, 0);
+        pthread_mutex_unlock(&entry->io);
+        if (result < 0) return -1;
+    }
+    memcpy(&entry->peer, address, length < sizeof entry->peer ? length : sizeof entry->peer);
+    entry->peer_length = length;
+    return 0;
+}
+
 // MARK: The socket calls
 
 int socket(int domain, int type, int protocol) {
     int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if ((domain != AF_INET && domain != AF_INET6) || kind != SOCK_STREAM ||
-        (protocol != 0 && protocol != IPPROTO_TCP)) {
+    int stream = kind == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
+    int datagram = kind == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP);
+    if ((domain != AF_INET && domain != AF_INET6) || !(stream || datagram)) {
         return REAL(socket)(domain, type, protocol);
     }
     int fd = control_connect();
     if (fd < 0) return -1;
     struct message open = request(OPEN_SOCKET);
     put8(&open, domain == AF_INET ? 4 : 6);
-    put8(&open, 1);
-    if (simple(fd, open) < 0 || !claim(fd, domain)) {
+    put8(&open, stream ? 1 : 2);
+    if (simple(fd, open) < 0 || !claim(fd, domain, kind)) {
         int saved = errno ? errno : EMFILE;
         REAL(close)(fd);
         errno = saved;
         return -1;
     }
     apply_flags(fd, type);
-    debug("netstack-preload: socket %d (IPv%d TCP)", fd, domain == AF_INET ? 4 : 6);
+    debug("netstack-preload: socket %d (IPv%d %s)", fd, domain == AF_INET ? 4 : 6, stream ? "TCP" : "UDP");
     return fd;
 }
 
@@ -473,13 +688,19 @@ int bind(int fd, const struct sockaddr *address, socklen_t length) {
     if (!entry) return REAL(bind)(fd, address, length);
     if (entry->state != OPEN) return errno = EINVAL, -1;
     if (!address || address->sa_family != entry->domain) return errno = EAFNOSUPPORT, -1;
+    // An IPv6 UDP socket with IPV6_V6ONLY off reaches IPv4 peers too.
+    if (entry->type == SOCK_DGRAM && entry->domain == AF_INET6 && !entry->v6only) {
+        if (set_option(fd, OPTION_V6_ONLY, 0) < 0) return -1;
+        if (entry->reuseaddr && set_option(fd, OPTION_REUSE_ADDRESS, 1) < 0) return -1;
+    }
     struct message m = request(BIND), answer;
     if (put_endpoint(&m, address, length, 0) < 0) return -1;
     if (send_message(fd, &m) < 0 || read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
     size_t at = 1;
     get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length);
     entry->state = BOUND;
-    return 0;
+    // A bound UDP socket's connection carries its datagrams from now on.
+    return entry->type == SOCK_DGRAM ? go_framed(fd, entry) : 0;
 }
 
 /// The only accept request a listening socket keeps waiting: its answer
@@ -492,6 +713,7 @@ static int post_accept(int fd) {
 int listen(int fd, int backlog) {
     struct sock *entry = lookup(fd);
     if (!entry) return REAL(listen)(fd, backlog);
+    if (entry->type == SOCK_DGRAM) return errno = EOPNOTSUPP, -1;
     if (entry->state == LISTENING) return 0;
     if (entry->state == CONNECTED) return errno = EINVAL, -1;
     // An IPv6 socket with IPV6_V6ONLY off takes IPv4 connections too.
@@ -512,7 +734,7 @@ int listen(int fd, int backlog) {
 /// Whether a whole answer is waiting on `fd` (for non-blocking accept).
 static int answer_waiting(int fd) {
     uint8_t peek[sizeof(struct message) + 4];
-    ssize_t n = recv(fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = REAL(recv)(fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
     if (n < 4) return n == 0;   // 0: the daemon went away; accept reports it
     size_t length = (size_t)peek[0] << 24 | (size_t)peek[1] << 16 | (size_t)peek[2] << 8 | peek[3];
     return (size_t)n >= 4 + length;
@@ -521,6 +743,7 @@ static int answer_waiting(int fd) {
 int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     struct sock *listener = lookup(fd);
     if (!listener) return REAL(accept4)(fd, address, length, flags);
+    if (listener->type == SOCK_DGRAM) return errno = EOPNOTSUPP, -1;
     if (listener->state != LISTENING) return errno = EINVAL, -1;
     if ((fcntl(fd, F_GETFL) & O_NONBLOCK) && !answer_waiting(fd)) return errno = EAGAIN, -1;
     struct message answer;
@@ -539,7 +762,7 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     if (connection < 0) return errno = ECONNABORTED, -1;
     struct message join = request(JOIN), joined;
     put64(&join, token);
-    struct sock *entry = claim(connection, domain);
+    struct sock *entry = claim(connection, domain, SOCK_STREAM);
     if (!entry || send_message(connection, &join) < 0 || read_answer(connection, &joined, DONE) < 0 ||
         become_stream(connection, entry) < 0) {
         release(connection);
@@ -561,6 +784,7 @@ int accept(int fd, struct sockaddr *address, socklen_t *length) { return accept4
 int connect(int fd, const struct sockaddr *address, socklen_t length) {
     struct sock *entry = lookup(fd);
     if (!entry) return REAL(connect)(fd, address, length);
+    if (entry->type == SOCK_DGRAM) return datagram_connect(fd, entry, address, length);
     if (entry->state == CONNECTED) return errno = EISCONN, -1;
     if (entry->state == LISTENING) return errno = EINVAL, -1;
     if (!address || (address->sa_family != AF_INET && address->sa_family != AF_INET6)) return errno = EAFNOSUPPORT, -1;
@@ -622,7 +846,9 @@ int getsockname(int fd, struct sockaddr *address, socklen_t *length) {
 int getpeername(int fd, struct sockaddr *address, socklen_t *length) {
     struct sock *entry = lookup(fd);
     if (!entry) return REAL(getpeername)(fd, address, length);
-    if (entry->state != CONNECTED || entry->peer_length == 0) return errno = ENOTCONN, -1;
+    if ((entry->type == SOCK_STREAM && entry->state != CONNECTED) || entry->peer_length == 0) {
+        return errno = ENOTCONN, -1;
+    }
     return copy_address(&entry->peer, entry->peer_length, address, length);
 }
 
@@ -639,9 +865,9 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
     if (level == SOL_SOCKET) {
         switch (name) {
         case SO_ERROR: return give_int(value, length, 0);   // connect reports its errors itself
-        case SO_TYPE: return give_int(value, length, SOCK_STREAM);
+        case SO_TYPE: return give_int(value, length, entry->type);
         case SO_DOMAIN: return give_int(value, length, entry->domain);
-        case SO_PROTOCOL: return give_int(value, length, IPPROTO_TCP);
+        case SO_PROTOCOL: return give_int(value, length, entry->type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP);
         case SO_ACCEPTCONN: return give_int(value, length, entry->state == LISTENING);
         case SO_KEEPALIVE: return give_int(value, length, entry->keepalive);
         case SO_REUSEADDR: return give_int(value, length, entry->reuseaddr);
@@ -658,10 +884,34 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
             // Timeouts are the descriptor's own: they apply to the stream.
             return REAL(getsockopt)(fd, level, name, value, length);
         }
-    } else if (level == IPPROTO_TCP) {
+    } else if (level == IPPROTO_TCP && entry->type == SOCK_STREAM) {
         switch (name) {
         case TCP_NODELAY: return give_int(value, length, entry->nodelay);
         case TCP_MAXSEG: return give_int(value, length, entry->domain == AF_INET ? 1448 : 1428);
+        case TCP_CONGESTION: {
+            static const char name[] = "cubic";
+            if (!value || !length) return errno = EFAULT, -1;
+            size_t size = *length < sizeof name ? *length : sizeof name;
+            memcpy(value, name, size);
+            *length = (socklen_t)size;
+            return 0;
+        }
+        case TCP_INFO: {
+            // What can be told without asking the stack (the control
+            // connection carries the bytes by now): the state and the MSS;
+            // counters read as zero.
+            struct tcp_info info;
+            memset(&info, 0, sizeof info);
+            info.tcpi_state = entry->state == LISTENING ? 10 : entry->state == CONNECTED ? 1 : 7;
+            info.tcpi_snd_mss = info.tcpi_rcv_mss = entry->domain == AF_INET ? 1448 : 1428;
+            info.tcpi_pmtu = 1500;
+            info.tcpi_snd_cwnd = 10;
+            if (!value || !length) return errno = EFAULT, -1;
+            size_t size = *length < sizeof info ? *length : sizeof info;
+            memcpy(value, &info, size);
+            *length = (socklen_t)size;
+            return 0;
+        }
         }
     } else if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && entry->domain == AF_INET6) {
         return give_int(value, length, entry->v6only);
@@ -683,10 +933,14 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
     // Until the socket is connected its options go to the stack; once it is
     // a byte stream the control connection takes no more requests, and they
     // are recorded only (docs/preload.md).
-    int open = entry->state != CONNECTED;
+    int open = entry->type == SOCK_STREAM ? entry->state != CONNECTED : !entry->framed;
     if (level == SOL_SOCKET) {
         switch (name) {
-        case SO_REUSEADDR: entry->reuseaddr = number != 0; return 0;
+        case SO_REUSEADDR:
+            entry->reuseaddr = number != 0;
+            // UDP sockets that all set it share a port in the stack too.
+            if (entry->type == SOCK_DGRAM && open) return set_option(fd, OPTION_REUSE_ADDRESS, entry->reuseaddr);
+            return 0;
         case SO_REUSEPORT: entry->reuseport = number != 0; return 0;
         case SO_KEEPALIVE:
             entry->keepalive = number != 0;
@@ -715,6 +969,8 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
         case TCP_NODELAY:
             entry->nodelay = number != 0;
             return open ? set_option(fd, OPTION_NO_DELAY, entry->nodelay) : 0;
+        case TCP_CONGESTION:
+            return 0;   // the stack's own (CUBIC) applies
         case TCP_KEEPIDLE:
         case TCP_KEEPINTVL:
         case TCP_KEEPCNT:
@@ -745,12 +1001,34 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
 int shutdown(int fd, int how) {
     struct sock *entry = lookup(fd);
     if (!entry) return REAL(shutdown)(fd, how);
+    if (entry->type == SOCK_DGRAM) return errno = ENOTCONN, -1;
     if (entry->state != CONNECTED) return errno = ENOTCONN, -1;
     // The stream's own shutdown: its end of file is a FIN for the stack.
     return REAL(shutdown)(fd, how);
 }
 
 int close(int fd) {
+    struct sock *entry = lookup(fd);
+    if (entry && entry->state != CONNECTED && !entry->framed) {
+        // A listener or a bound socket holds a port: the daemon lets it go
+        // when it sees this end finish, and closes its end after that, so
+        // waiting for that end makes the port free on return, as a kernel
+        // close does (a program that binds again at once gets it).
+        REAL(shutdown)(fd, SHUT_WR);
+        struct pollfd wait = {fd, POLLIN, 0};
+        uint8_t drain[256];
+        for (int rounds = 0; rounds < 64 && poll(&wait, 1, 2000) > 0; rounds++) {
+            if (REAL(recv)(fd, drain, sizeof drain, MSG_DONTWAIT) <= 0) break;
+        }
+    } else if (entry && entry->type == SOCK_DGRAM) {
+        // The engine frees the port before it closes its end.
+        REAL(shutdown)(fd, SHUT_WR);
+        struct pollfd wait = {fd, POLLIN, 0};
+        uint8_t drain[4096];
+        for (int rounds = 0; rounds < 1024 && poll(&wait, 1, 2000) > 0; rounds++) {
+            if (REAL(recv)(fd, drain, sizeof drain, MSG_DONTWAIT) <= 0) break;
+        }
+    }
     release(fd);
     return REAL(close)(fd);
 }
@@ -771,4 +1049,84 @@ int dup3(int from, int to, int flags) {
     int result = REAL(dup3)(from, to, flags);
     if (result >= 0) copy_entry(from, to);
     return result;
+}
+
+// MARK: The data calls (only UDP sockets of the stack need them)
+
+ssize_t sendto(int fd, const void *buffer, size_t length, int flags, const struct sockaddr *address,
+               socklen_t address_length) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(sendto)(fd, buffer, length, flags, address, address_length);
+    struct iovec piece = {(void *)buffer, length};
+    return datagram_send(fd, entry, &piece, 1, address, address_length);
+}
+
+ssize_t send(int fd, const void *buffer, size_t length, int flags) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(send)(fd, buffer, length, flags);
+    struct iovec piece = {(void *)buffer, length};
+    return datagram_send(fd, entry, &piece, 1, NULL, 0);
+}
+
+ssize_t write(int fd, const void *buffer, size_t length) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(write)(fd, buffer, length);
+    struct iovec piece = {(void *)buffer, length};
+    return datagram_send(fd, entry, &piece, 1, NULL, 0);
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *message, int flags) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(sendmsg)(fd, message, flags);
+    return datagram_send(fd, entry, message->msg_iov, message->msg_iovlen, message->msg_name, message->msg_namelen);
+}
+
+int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(sendmmsg)(fd, messages, count, flags);
+    unsigned int sent = 0;
+    for (; sent < count; sent++) {
+        ssize_t n = sendmsg(fd, &messages[sent].msg_hdr, flags);
+        if (n < 0) return sent > 0 ? (int)sent : -1;
+        messages[sent].msg_len = (unsigned int)n;
+    }
+    return (int)sent;
+}
+
+ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr *address, socklen_t *address_length) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(recvfrom)(fd, buffer, length, flags, address, address_length);
+    struct iovec piece = {buffer, length};
+    int truncated = 0;
+    ssize_t n = datagram_receive(fd, entry, &piece, 1, flags, address, address_length, &truncated);
+    // Without MSG_TRUNC a receive returns what fitted (the rest is lost).
+    return n < 0 ? -1 : (flags & MSG_TRUNC) ? n : (ssize_t)(n < (ssize_t)length ? n : (ssize_t)length);
+}
+
+ssize_t recv(int fd, void *buffer, size_t length, int flags) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(recv)(fd, buffer, length, flags);
+    return recvfrom(fd, buffer, length, flags, NULL, NULL);
+}
+
+ssize_t read(int fd, void *buffer, size_t length) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(read)(fd, buffer, length);
+    return recvfrom(fd, buffer, length, 0, NULL, NULL);
+}
+
+ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
+    struct sock *entry = datagram_lookup(fd);
+    if (!entry) return REAL(recvmsg)(fd, message, flags);
+    int truncated = 0;
+    socklen_t name_length = message->msg_namelen;
+    ssize_t n = datagram_receive(fd, entry, message->msg_iov, message->msg_iovlen, flags, message->msg_name,
+                                 message->msg_name ? &name_length : NULL, &truncated);
+    if (n < 0) return -1;
+    message->msg_namelen = message->msg_name ? name_length : 0;
+    message->msg_controllen = 0;   // no ancillary data is served
+    message->msg_flags = truncated ? MSG_TRUNC : 0;
+    size_t room = 0;
+    for (size_t i = 0; i < message->msg_iovlen; i++) room += message->msg_iov[i].iov_len;
+    return (flags & MSG_TRUNC) ? n : (ssize_t)((size_t)n < room ? (size_t)n : room);
 }

@@ -39,6 +39,8 @@ public enum SocketOption: UInt8, Sendable {
     case sendBuffer = 4
     /// IPV6_V6ONLY: 0 lets an IPv6 TCP listener on `::` take IPv4 connections too.
     case v6Only = 5
+    /// SO_REUSEADDR: UDP sockets that all set it share a port.
+    case reuseAddress = 6
 }
 
 /// An address and port, either version: `address` holds 4 or 16 bytes.

@@ -22,8 +22,13 @@ public struct DatagramSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case localEndpoint(Reply<Endpoint<I>?>)
         case remoteEndpoint(Reply<Endpoint<I>?>)
         case setReceiveBufferSize(Int, Reply<Void>)
+        case setReuseAddress(Bool, Reply<Void>)
         case clone(Reply<DatagramSocket<I>>)
         case close(Reply<Void>)
+        /// Joins the socket (and an IPv4 companion for an IPv6 socket that
+        /// takes both versions) to a descriptor that carries its datagrams as
+        /// frames (`SocketRuntime.bridgeDatagrams`).
+        case bridge(descriptor: Int32, companion: SocketID?, onEnd: @Sendable (BridgeEnd) -> Void, Reply<Void>)
     }
 
     let runtime: SocketRuntime
@@ -72,13 +77,20 @@ public struct DatagramSocketHandler<I: IPVersion>: SocketHandler, Sendable {
             reply.send(await runtime.perform { stack in
                 Result { () throws(SocketError) in try stack.udpSetReceiveBufferSize(I.self, id, size) }
             })
+        case .setReuseAddress(let on, let reply):
+            reply.send(await runtime.perform { stack in
+                Result { () throws(SocketError) in try stack.udpSetReuseAddress(I.self, id, on) }
+            })
         case .clone(let reply):
             let (stream, continuation) = RequestStream<Request>.makeStream()
-            reply.succeed(DatagramSocket(requests: continuation))
+            reply.succeed(DatagramSocket(requests: continuation, id: id))
             return .merge(stream)
         case .close(let reply):
             reply.succeed()
             return .closeStream
+        case .bridge(let descriptor, let companion, let onEnd, let reply):
+            runtime.bridgeDatagrams(I.self, id, descriptor: descriptor, companion: companion, onEnd: onEnd)
+            reply.succeed()
         }
         return .proceed
     }
@@ -97,9 +109,12 @@ public struct DatagramSocketHandler<I: IPVersion>: SocketHandler, Sendable {
 public final class DatagramSocket<I: IPVersion>: Sendable {
     typealias Request = DatagramSocketHandler<I>.Request
     private let requests: RequestStream<Request>.Continuation
+    /// The socket in the stack (the same for every clone).
+    public let id: SocketID
 
-    init(requests: RequestStream<Request>.Continuation) {
+    init(requests: RequestStream<Request>.Continuation, id: SocketID) {
         self.requests = requests
+        self.id = id
     }
 
     deinit {
@@ -113,7 +128,7 @@ public final class DatagramSocket<I: IPVersion>: Sendable {
         let worker = SocketWorker(handler: DatagramSocketHandler<I>(runtime: runtime, id: id), requests: stream)
         // Spawned here, where the compiler sees the concrete worker is Sendable.
         runtime.spawn { await worker.run() }
-        return DatagramSocket(requests: continuation)
+        return DatagramSocket(requests: continuation, id: id)
     }
 
     private func ask<Success: Sendable>(_ make: (Reply<Success>) -> Request) async throws(SocketError) -> Success {
@@ -155,9 +170,22 @@ public final class DatagramSocket<I: IPVersion>: Sendable {
         try await ask { .setReceiveBufferSize(size, $0) }
     }
 
+    /// SO_REUSEADDR: share the port with other sockets that set it.
+    public func setReuseAddress(_ on: Bool) async throws(SocketError) {
+        try await ask { .setReuseAddress(on, $0) }
+    }
+
     /// Another handle on the same socket, with a request stream of its own.
     public func clone() async throws(SocketError) -> DatagramSocket<I> {
         try await ask { .clone($0) }
+    }
+
+    /// Hands the socket's datagrams to `descriptor` as frames
+    /// (`DatagramFrames`); the engine owns and closes it. `onEnd` runs on
+    /// the engine thread once the program closed it or it failed.
+    public func bridge(to descriptor: Int32, companion: DatagramSocket<IPv4>? = nil,
+                       onEnd: @escaping @Sendable (BridgeEnd) -> Void) async throws(SocketError) {
+        try await ask { .bridge(descriptor: descriptor, companion: companion?.id, onEnd: onEnd, $0) }
     }
 
     /// Ends this handle's stream; the socket closes when it was the last.

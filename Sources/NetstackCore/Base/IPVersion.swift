@@ -18,6 +18,15 @@ public protocol IPAddress: Hashable, Comparable, Sendable, CustomStringConvertib
     func masked(to prefixLength: Int) -> Self
     /// The address as two 64-bit words (IPv4 in the low one), for keyed hashes.
     var words: (high: UInt64, low: UInt64) { get }
+    /// Reads the address (network order) at `offset`.
+    init(_ bytes: RawSpan, at offset: Int)
+    /// Writes the address (network order) at `offset`.
+    func write(to span: inout MutableRawSpan, at offset: Int)
+}
+
+extension IPAddress {
+    /// 4 or 16.
+    public static var byteCount: Int { bitWidth / 8 }
 }
 
 extension IPv4Address: IPAddress {

@@ -86,7 +86,7 @@ struct FrameOutput {
         precondition(length <= Self.largeFrameSize, "frame of \(length) bytes exceeds the largest buffer")
         guard let storage = length <= smallFrameSize ? small.take() : large.take() else { return nil }
         var frame = OutputFrame(storage: storage, length: length)
-        frame.storage.withUnsafeMutableBytes { $0.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: OutputFrame.headroom) }
+        frame.storage.withUnsafeMutableBytes { _ = $0.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: OutputFrame.headroom) }
         return frame
     }
 

@@ -19,6 +19,9 @@ struct UDPSocket<I: IPVersion> {
     var pendingError: SocketError?
     /// Datagrams dropped because the queue was full.
     var overflows: UInt64 = 0
+    /// SO_REUSEADDR: sockets that all set it may share a port (the most
+    /// specific match receives, as in Linux).
+    var reuseAddress = false
 }
 
 /// What a query sees of a UDP socket.
@@ -40,10 +43,12 @@ struct UDPTable<I: IPVersion> {
     var bound: [UInt16: [SocketID]] = [:]
 
     /// Whether binding `local` would clash with a socket already bound: the
-    /// same port and the same address, or either address the wildcard.
-    func conflicts(_ local: Endpoint<I>) -> Bool {
+    /// same port and the same address, or either address the wildcard,
+    /// unless both sockets share (`reuse`, SO_REUSEADDR).
+    func conflicts(_ local: Endpoint<I>, reuse: Bool = false) -> Bool {
         (bound[local.port] ?? []).contains { id in
-            guard let other = sockets[id]?.local else { return false }
+            guard let socket = sockets[id], let other = socket.local else { return false }
+            if reuse && socket.reuseAddress { return false }
             return other.address.isUnspecified || local.address.isUnspecified || other.address == local.address
         }
     }
@@ -95,7 +100,7 @@ extension Stack {
                 throw .addressInUse
             }
             endpoint.port = port
-        } else if layer.udp.conflicts(endpoint) {
+        } else if layer.udp.conflicts(endpoint, reuse: socket.reuseAddress) {
             throw .addressInUse
         }
         socket.local = endpoint
@@ -193,6 +198,12 @@ extension Stack {
     public func udpRemoteEndpoint<I: IPVersion>(_ version: I.Type, _ id: SocketID) throws(SocketError) -> Endpoint<I>? {
         guard let socket = I.layer(of: self).udp.sockets[id] else { throw .closed }
         return socket.remote
+    }
+
+    /// SO_REUSEADDR: the socket may share its port with others that set it.
+    public func udpSetReuseAddress<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ on: Bool) throws(SocketError) {
+        guard I.layer(of: self).udp.sockets[id] != nil else { throw .closed }
+        I.layer(of: self).udp.sockets[id]?.reuseAddress = on
     }
 
     /// Sets the receive queue's cap in bytes (256 bytes to 16 MiB).

@@ -12,6 +12,8 @@ enum ControlChannel: Sendable {
     case datagram6(DatagramSocket<IPv6>)
     /// An IPv6 TCP socket that also takes IPv4 connections (IPV6_V6ONLY off).
     case dual(DualStackListener)
+    /// An IPv6 UDP socket that also reaches IPv4 peers (IPV6_V6ONLY off).
+    case dualDatagrams(DualStackDatagrams)
 
     static func open(_ family: IPFamily, _ kind: SocketKind, _ runtime: SocketRuntime) async -> ControlChannel {
         switch (family, kind) {
@@ -30,6 +32,7 @@ enum ControlChannel: Sendable {
         case .datagram4(let socket): await socket.close()
         case .datagram6(let socket): await socket.close()
         case .dual(let listener): await listener.close()
+        case .dualDatagrams(let sockets): await sockets.close()
         }
     }
 
@@ -57,7 +60,13 @@ enum ControlChannel: Sendable {
         case .stream4(let socket): return await check(socket)
         case .stream6(let socket): return await check(socket)
         case .dual: return ControlError(.wrongState, "stream needs a connected socket")
-        case .datagram4, .datagram6: return ControlError(.wrongState, "stream is for TCP sockets")
+        case .datagram4(let socket): return await bound(socket)
+        case .datagram6(let socket): return await bound(socket)
+        case .dualDatagrams(let sockets): return await bound(sockets.v6)
+        }
+        func bound<I: IPVersion>(_ socket: DatagramSocket<I>) async -> ControlError? {
+            ((try? await socket.localEndpoint()) ?? nil) == nil
+                ? ControlError(.wrongState, "bind the datagram socket first") : nil
         }
     }
 
@@ -79,10 +88,27 @@ enum ControlChannel: Sendable {
                 await socket.abort()
             }
         }
+        func frames<I: IPVersion>(_ socket: DatagramSocket<I>, companion: DatagramSocket<IPv4>? = nil) async {
+            do {
+                try await socket.bridge(to: descriptor, companion: companion) { _ in
+                    Task {
+                        await companion?.close()
+                        await socket.close()
+                    }
+                }
+            } catch {
+                Glibc.close(descriptor)
+                await companion?.close()
+                await socket.close()
+            }
+        }
         switch self {
         case .stream4(let socket): await join(socket)
         case .stream6(let socket): await join(socket)
-        case .dual, .datagram4, .datagram6: Glibc.close(descriptor)
+        case .datagram4(let socket): await frames(socket)
+        case .datagram6(let socket): await frames(socket)
+        case .dualDatagrams(let sockets): await frames(sockets.v6, companion: sockets.v4)
+        case .dual: Glibc.close(descriptor)
         }
     }
 
@@ -95,6 +121,7 @@ enum ControlChannel: Sendable {
             case .datagram4(let socket): return try await Self.datagram(request, socket) { .datagram4($0) }
             case .datagram6(let socket): return try await Self.datagram(request, socket) { .datagram6($0) }
             case .dual(let listener): return try await Self.dual(request, listener)
+            case .dualDatagrams(let sockets): return try await Self.dualDatagrams(request, sockets)
             }
         } catch let error as SocketError {
             return (.failure(ControlError(.socket, errno: error.errno, "\(error)")), nil)
@@ -135,6 +162,10 @@ enum ControlChannel: Sendable {
         case .setOption(.keepalive, let value): try await socket.setKeepalive(value != 0)
         case .setOption(.receiveBuffer, let value): try await socket.setBufferSizes(receive: Int(clamping: value))
         case .setOption(.sendBuffer, let value): try await socket.setBufferSizes(send: Int(clamping: value))
+        case .setOption(.reuseAddress, _):
+            // TCP binds never clash with connections (TIME-WAIT included), so
+            // there is nothing SO_REUSEADDR would allow.
+            break
         default:
             throw ControlError(.wrongState, "not a request for a stream socket")
         }
@@ -158,6 +189,29 @@ enum ControlChannel: Sendable {
         }
     }
 
+    private static func dualDatagrams(_ request: ControlMessage, _ sockets: DualStackDatagrams) async throws
+        -> (ControlMessage, ControlChannel?) {
+        switch request {
+        case .bind(let local):
+            return (.endpoints(local: ControlEndpoint(try await sockets.bind(try local.endpoint(IPv6.self))), remote: nil),
+                    nil)
+        case .connect(let remote) where remote.family == .ipv4:
+            guard let v4 = sockets.v4 else { throw SocketError.networkUnreachable }
+            try await v4.connect(try remote.endpoint(IPv4.self))
+            return (.done(0), nil)
+        case .send(let bytes, let to?) where to.family == .ipv4:
+            guard let v4 = sockets.v4 else { throw SocketError.networkUnreachable }
+            return (.done(UInt64(try await v4.send(bytes, to: try to.endpoint(IPv4.self)))), nil)
+        case .setOption(.reuseAddress, let value):
+            try await sockets.setReuseAddress(value != 0)
+            return (.done(0), nil)
+        case .clone:
+            throw ControlError(.wrongState, "not a request for a socket that takes both IP versions")
+        default:
+            return try await datagram(request, sockets.v6) { .datagram6($0) }
+        }
+    }
+
     private static func datagram<I: IPVersion>(
         _ request: ControlMessage, _ socket: DatagramSocket<I>, _ wrap: (DatagramSocket<I>) -> ControlChannel
     ) async throws -> (ControlMessage, ControlChannel?) {
@@ -178,6 +232,8 @@ enum ControlChannel: Sendable {
                                remote: try await socket.remoteEndpoint().map(ControlEndpoint.init)), nil)
         case .setOption(.receiveBuffer, let value):
             try await socket.setReceiveBufferSize(Int(clamping: value))
+        case .setOption(.reuseAddress, let value):
+            try await socket.setReuseAddress(value != 0)
         default:
             throw ControlError(.wrongState, "not a request for a datagram socket")
         }

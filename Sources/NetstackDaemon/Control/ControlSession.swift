@@ -115,7 +115,9 @@ final class ControlSession {
             switch (open, value) {
             case (.stream6(let socket), 0): channel = .dual(DualStackListener(socket, runtime: context.runtime))
             case (.dual(let listener), 1...): channel = .stream6(listener.v6)
-            case (.stream6, _), (.dual, _): break
+            case (.datagram6(let socket), 0): channel = .dualDatagrams(DualStackDatagrams(socket, runtime: context.runtime))
+            case (.dualDatagrams(let sockets), 1...): channel = .datagram6(sockets.v6)
+            case (.stream6, _), (.dual, _), (.datagram6, _), (.dualDatagrams, _): break
             default:
                 return (.failure(ControlError(.socket, errno: 92, "IPV6_V6ONLY is for IPv6 TCP sockets")), false)
             }

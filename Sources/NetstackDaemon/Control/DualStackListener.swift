@@ -107,3 +107,50 @@ final class DualStackListener: Sendable {
         await v6.close()
     }
 }
+
+/// An IPv6 UDP socket with IPV6_V6ONLY off: bound to the unspecified
+/// address, it also sends to and receives from IPv4 peers, through an IPv4
+/// socket on the same port; once a byte stream, both feed one descriptor
+/// (IPv4 peers appear to the program as IPv4-mapped addresses).
+final class DualStackDatagrams: Sendable {
+    let v6: DatagramSocket<IPv6>
+    private let runtime: SocketRuntime
+    private let companion = Mutex<DatagramSocket<IPv4>?>(nil)
+    /// SO_REUSEADDR, for the IPv4 socket too.
+    private let reuse = Atomic<Bool>(false)
+
+    init(_ v6: DatagramSocket<IPv6>, runtime: SocketRuntime) {
+        self.v6 = v6
+        self.runtime = runtime
+    }
+
+    var v4: DatagramSocket<IPv4>? { companion.withLock { $0 } }
+
+    func setReuseAddress(_ on: Bool) async throws {
+        reuse.store(on, ordering: .relaxed)
+        try await v6.setReuseAddress(on)
+        try await v4?.setReuseAddress(on)
+    }
+
+    /// Binds the IPv6 socket, and on the unspecified address an IPv4 one to
+    /// the same port.
+    func bind(_ local: Endpoint<IPv6>) async throws -> Endpoint<IPv6> {
+        let bound = try await v6.bind(local)
+        guard local.address.isUnspecified else { return bound }
+        let v4 = await DatagramSocket<IPv4>.open(runtime)
+        do {
+            if reuse.load(ordering: .relaxed) { try await v4.setReuseAddress(true) }
+            try await v4.bind(.any(port: bound.port))
+        } catch {
+            await v4.close()
+            throw error
+        }
+        companion.withLock { $0 = v4 }
+        return bound
+    }
+
+    func close() async {
+        await v4?.close()
+        await v6.close()
+    }
+}

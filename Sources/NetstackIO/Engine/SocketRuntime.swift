@@ -58,6 +58,29 @@ public final class SocketRuntime: Sendable {
         }
     }
 
+    /// Joins a UDP socket to `descriptor`: datagrams travel as frames
+    /// (`DatagramFrames`), until the program closes it or it fails.
+    /// `companion`: an IPv4 socket on the same port, for an IPv6 one that
+    /// takes both versions (frames with IPv4 endpoints go through it).
+    public func bridgeDatagrams<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
+                                              companion: SocketID? = nil,
+                                              onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
+        guard let bridges else {
+            close(descriptor)
+            onEnd(.failed(nil))
+            return
+        }
+        submitWork { stack in
+            if self.stopped.load(ordering: .acquiring) {
+                close(descriptor)
+                onEnd(.failed(.closed))
+                return
+            }
+            bridges.value.addDatagrams(I.self, socket, descriptor: descriptor, companion: companion, onEnd: onEnd)
+            bridges.value.pump(stack)
+        }
+    }
+
     /// The poller reported a bridged descriptor. Engine thread only.
     func descriptorReady(tag: UInt64, events: UInt32) {
         bridges?.value.ready(tag: tag, events: events)

@@ -24,8 +24,17 @@ final class StreamBridges {
     private struct Bridge {
         let descriptor: Int32
         let socket: SocketID
-        /// `move` for the socket's IP version.
+        /// `move` (TCP) or `moveDatagrams` (UDP) for the socket's IP version.
         let move: (inout Bridge, Stack) -> Void
+        /// Done with the socket in the stack before the descriptor closes (a
+        /// UDP socket's port is free again by the time the program sees the end).
+        var release: ((Stack) -> Void)?
+        /// UDP: bytes read and not yet a whole frame; a frame not yet written.
+        var input: [UInt8] = []
+        var output: [UInt8] = []
+        /// UDP with an IPv4 companion: it is the one connected (frames with
+        /// no endpoint go through it).
+        var companionConnected = false
         /// Edge-triggered readiness: assumed until a call says EAGAIN.
         var readable = true
         var writable = true
@@ -56,6 +65,23 @@ final class StreamBridges {
     /// Joins `descriptor` (a connected stream descriptor, now ours) to `socket`.
     func add<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
                            onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
+        register(descriptor, socket, move: { Self.move(&$0, $1, I.self, socket) }, onEnd: onEnd)
+    }
+
+    /// Joins `descriptor` to the UDP socket `socket` (datagram frames both
+    /// ways; see `DatagramFrames`).
+    func addDatagrams<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32, companion: SocketID?,
+                                    onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
+        register(descriptor, socket, move: { Self.moveDatagrams(&$0, $1, I.self, socket, companion: companion) },
+                 release: { stack in
+                     stack.udpClose(I.self, socket)
+                     if let companion { stack.udpClose(IPv4.self, companion) }
+                 }, onEnd: onEnd)
+        if let companion, let key = bySocket[socket] { bySocket[companion] = key }
+    }
+
+    private func register(_ descriptor: Int32, _ socket: SocketID, move: @escaping (inout Bridge, Stack) -> Void,
+                          release: ((Stack) -> Void)? = nil, onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
         let key = nextKey + Self.firstTag
         nextKey += 1
         let flags = fcntl(descriptor, F_GETFL)
@@ -66,8 +92,7 @@ final class StreamBridges {
             onEnd(.failed(nil))
             return
         }
-        bridges[key] = Bridge(descriptor: descriptor, socket: socket, move: { Self.move(&$0, $1, I.self, socket) },
-                              onEnd: onEnd)
+        bridges[key] = Bridge(descriptor: descriptor, socket: socket, move: move, release: release, onEnd: onEnd)
         bySocket[socket] = key
         dirty.insert(key)
     }
@@ -93,8 +118,9 @@ final class StreamBridges {
             bridge.move(&bridge, stack)
             if let end = bridge.failure ?? (bridge.readEnded && bridge.writeEnded ? .finished : nil) {
                 bridges.removeValue(forKey: key)
-                bySocket.removeValue(forKey: bridge.socket)
+                bySocket = bySocket.filter { $0.value != key }
                 _ = ctap_epoll_remove(poller, bridge.descriptor)
+                bridge.release?(stack)
                 close(bridge.descriptor)
                 bridge.onEnd(end)
             } else {
@@ -168,5 +194,172 @@ final class StreamBridges {
         } catch {
             bridge.failure = .failed(error)
         }
+    }
+
+    // MARK: Datagrams
+
+    /// Frames from the descriptor become datagrams sent (or a new peer);
+    /// datagrams that arrive become frames written. A frame that does not
+    /// parse ends the bridge. While the descriptor takes no more, datagrams
+    /// wait in the socket's queue (and past its size are dropped, counted).
+    private static func moveDatagrams<I: IPVersion>(_ bridge: inout Bridge, _ stack: Stack, _ version: I.Type,
+                                                    _ id: SocketID, companion: SocketID?) {
+        let descriptor = bridge.descriptor
+        // Program → stack.
+        var buffer = [UInt8](repeating: 0, count: 0)
+        while bridge.readable && !bridge.readEnded {
+            if buffer.isEmpty { buffer = [UInt8](repeating: 0, count: 65_536 + 64) }
+            let n = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if n == 0 {
+                bridge.readEnded = true
+                bridge.writeEnded = true
+                break
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN { bridge.readable = false; break }
+                bridge.failure = .failed(nil)
+                return
+            }
+            bridge.input += buffer[0..<n]
+            while let frame = DatagramFrames.next(&bridge.input) {
+                guard case .valid(let type, let body) = frame else {
+                    bridge.failure = .failed(.protocolError)
+                    return
+                }
+                // An IPv4 endpoint goes through the companion, if any, and
+                // so does "the connected peer" when the companion connected.
+                if let companion, body.first == 4 || (body.first == 0 && bridge.companionConnected) {
+                    if type == DatagramFrames.connect { bridge.companionConnected = true }
+                    DatagramFrames.apply(type, body, stack, IPv4.self, companion)
+                } else {
+                    if type == DatagramFrames.connect { bridge.companionConnected = false }
+                    DatagramFrames.apply(type, body, stack, I.self, id)
+                }
+            }
+            guard bridge.input.count <= DatagramFrames.largest else {
+                bridge.failure = .failed(.protocolError)
+                return
+            }
+        }
+        // Stack → program.
+        while bridge.writable {
+            if bridge.output.isEmpty {
+                let queued: Bool
+                do throws(SocketError) {
+                    queued = try stack.udpReceive(I.self, id) { metadata, payload in
+                        bridge.output = DatagramFrames.encode(from: metadata.source, payload)
+                    } != nil || companion.map { companion in
+                        ((try? stack.udpReceive(IPv4.self, companion) { metadata, payload in
+                            bridge.output = DatagramFrames.encode(from: metadata.source, payload)
+                        }) ?? nil) != nil
+                    } == true
+                } catch .closed {
+                    bridge.failure = .failed(.closed)
+                    return
+                } catch {
+                    // An ICMP error reported on a connected socket: there is
+                    // no way to tell the program but to keep going.
+                    continue
+                }
+                if !queued { break }
+            }
+            let n = bridge.output.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN { bridge.writable = false; break }
+                bridge.failure = .failed(nil)
+                return
+            }
+            bridge.output.removeFirst(n)
+        }
+    }
+}
+
+/// The framing of a UDP socket's control connection once it carries the
+/// datagrams (`stream` on a datagram socket): each frame is a 4-byte
+/// big-endian length, a type and its body.
+///
+/// - type 0, datagram: an endpoint (or a single 0 byte: the connected peer)
+///   and the payload. From the program: send it; to the program: it arrived
+///   from that endpoint.
+/// - type 1, connect: an endpoint; from then on the socket talks to that
+///   peer only.
+///
+/// An endpoint is a family byte (4 or 6), the address and a 2-byte port, as
+/// in the control protocol.
+public enum DatagramFrames {
+    /// The largest frame: a 64 KiB datagram, its endpoint and the type.
+    static let largest = 4 + 1 + 19 + 65_535
+    static let datagram: UInt8 = 0
+    static let connect: UInt8 = 1
+
+    enum Frame {
+        case valid(type: UInt8, body: ArraySlice<UInt8>)
+        case invalid
+    }
+
+    /// Takes the next whole frame off the front of `input`, or nil.
+    static func next(_ input: inout [UInt8]) -> Frame? {
+        guard input.count >= 4 else { return nil }
+        let length = input[0..<4].reduce(0) { $0 << 8 | Int($1) }
+        guard (1...(largest - 4)).contains(length) else { return .invalid }
+        guard input.count >= 4 + length else { return nil }
+        let body = input[5..<(4 + length)]
+        let type = input[4]
+        defer { input.removeFirst(4 + length) }
+        return .valid(type: type, body: ArraySlice(body))
+    }
+
+    /// Parses an endpoint at the start of `bytes`; the endpoint (nil for the
+    /// single 0 byte) and its length, or nil when it does not parse.
+    static func endpoint<I: IPVersion>(_ bytes: ArraySlice<UInt8>, _ version: I.Type) -> (Endpoint<I>?, Int)? {
+        guard let family = bytes.first else { return nil }
+        if family == 0 { return (nil, 1) }
+        guard family == (I.Address.byteCount == 4 ? 4 : 6), bytes.count >= 1 + I.Address.byteCount + 2 else {
+            return nil
+        }
+        let start = bytes.startIndex + 1
+        let address = Array(bytes[start..<(start + I.Address.byteCount)]).withSpan { I.Address($0, at: 0) }
+        let portIndex = start + I.Address.byteCount
+        let port = UInt16(bytes[portIndex]) << 8 | UInt16(bytes[portIndex + 1])
+        return (Endpoint(address, port), 1 + I.Address.byteCount + 2)
+    }
+
+    /// Does what a frame from the program says; bad frames are dropped.
+    static func apply<I: IPVersion>(_ type: UInt8, _ body: ArraySlice<UInt8>, _ stack: Stack, _ version: I.Type,
+                                    _ id: SocketID) {
+        guard let (peer, used) = endpoint(body, I.self) else { return }
+        switch type {
+        case datagram:
+            let payload = Array(body.dropFirst(used))
+            _ = try? payload.withSpan { span throws(SocketError) in
+                try stack.udpSend(I.self, id, to: peer, payload: span)
+            }
+        case connect:
+            if let peer { try? stack.udpConnect(I.self, id, to: peer) }
+        default:
+            break
+        }
+    }
+
+    /// A datagram frame of `payload` from `source`.
+    static func encode<I: IPVersion>(from source: Endpoint<I>, _ payload: RawSpan) -> [UInt8] {
+        let size = I.Address.byteCount
+        let length = 1 + 1 + size + 2 + payload.byteCount
+        var frame = [UInt8](repeating: 0, count: 4 + length)
+        frame[0] = UInt8(length >> 24)
+        frame[1] = UInt8(length >> 16 & 0xff)
+        frame[2] = UInt8(length >> 8 & 0xff)
+        frame[3] = UInt8(length & 0xff)
+        frame[4] = 0
+        frame[5] = size == 4 ? 4 : 6
+        frame.withMutableBytes { span in
+            source.address.write(to: &span, at: 6)
+            span.copy(payload, to: 6 + size + 2)
+        }
+        frame[6 + size] = UInt8(source.port >> 8)
+        frame[7 + size] = UInt8(source.port & 0xff)
+        return frame
     }
 }
