@@ -141,8 +141,14 @@ static int datagram_sockets;
 static void before_fork(void) { pthread_mutex_lock(&table_lock); }
 static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
 
+/// The control socket's path, read once when the library loads: programs
+/// that clear their environment before forking workers (nginx) keep it.
+static char socket_path[108];
+
 __attribute__((constructor)) static void initialize(void) {
     pthread_atfork(before_fork, after_fork, after_fork);
+    const char *path = getenv("NETSTACK_SOCKET");
+    strncpy(socket_path, path && *path ? path : NETSTACK_DEFAULT_SOCKET, sizeof socket_path - 1);
 }
 
 /// The entry of `fd` if the library serves it.
@@ -427,8 +433,7 @@ static struct message request(uint8_t type) {
 }
 
 static const char *control_path(void) {
-    const char *path = getenv("NETSTACK_SOCKET");
-    return path && *path ? path : NETSTACK_DEFAULT_SOCKET;
+    return socket_path[0] ? socket_path : NETSTACK_DEFAULT_SOCKET;
 }
 
 /// A new control connection that has said hello; -1 with ECONNREFUSED when
@@ -740,14 +745,46 @@ static int answer_waiting(int fd) {
     return (size_t)n >= 4 + length;
 }
 
+/// Takes a whole answer if one waits, without blocking: 1 with it in `m`, 0
+/// if none (or another process took it first), -1 for a failure answer or
+/// an ended connection (errno set).
+static int take_waiting_answer(int fd, struct message *m, uint8_t expected) {
+    if (!answer_waiting(fd)) return 0;
+    uint8_t frame[sizeof m->bytes + 4];
+    ssize_t n = REAL(recv)(fd, frame, 4, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return errno = ECONNRESET, -1;
+    if (n < 4) return 0;
+    size_t length = (size_t)frame[0] << 24 | (size_t)frame[1] << 16 | (size_t)frame[2] << 8 | frame[3];
+    if (length == 0 || length > sizeof m->bytes) return errno = EPROTO, -1;
+    n = REAL(recv)(fd, frame, 4 + length, MSG_DONTWAIT);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    if ((size_t)n < 4 + length) {
+        // Cut (very unlikely: the daemon writes a frame at once): the rest follows.
+        if (read_all(fd, frame + n, 4 + length - n) < 0) return -1;
+    }
+    memcpy(m->bytes, frame + 4, length);
+    m->length = length;
+    if (m->bytes[0] == FAILURE) return errno = failure_errno(m), -1;
+    if (m->bytes[0] != expected) return errno = EPROTO, -1;
+    return 1;
+}
+
 int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     struct sock *listener = lookup(fd);
     if (!listener) return REAL(accept4)(fd, address, length, flags);
     if (listener->type == SOCK_DGRAM) return errno = EOPNOTSUPP, -1;
     if (listener->state != LISTENING) return errno = EINVAL, -1;
-    if ((fcntl(fd, F_GETFL) & O_NONBLOCK) && !answer_waiting(fd)) return errno = EAGAIN, -1;
     struct message answer;
-    if (read_answer(fd, &answer, TOKEN) < 0) {
+    int taken;
+    if (fcntl(fd, F_GETFL) & O_NONBLOCK) {
+        // Several processes may wait on one listener (workers forked after
+        // listen): the one whose whole-frame read gets the answer serves it.
+        taken = take_waiting_answer(fd, &answer, TOKEN);
+        if (taken == 0) return errno = EAGAIN, -1;
+    } else {
+        taken = read_answer(fd, &answer, TOKEN) < 0 ? -1 : 1;
+    }
+    if (taken < 0) {
         int saved = errno;
         // The listener goes on: ask for the next connection.
         if (saved != ECONNRESET) post_accept(fd);
@@ -930,10 +967,11 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
     struct sock *entry = lookup(fd);
     if (!entry) return REAL(setsockopt)(fd, level, name, value, length);
     int number = int_value(value, length);
-    // Until the socket is connected its options go to the stack; once it is
-    // a byte stream the control connection takes no more requests, and they
-    // are recorded only (docs/preload.md).
-    int open = entry->type == SOCK_STREAM ? entry->state != CONNECTED : !entry->framed;
+    // Until the socket listens or is connected its options go to the stack;
+    // after that its control connection takes no more requests (a listener
+    // keeps an accept waiting, a connection carries bytes), and they are
+    // recorded only (docs/preload.md).
+    int open = entry->type == SOCK_STREAM ? entry->state == OPEN || entry->state == BOUND : !entry->framed;
     if (level == SOL_SOCKET) {
         switch (name) {
         case SO_REUSEADDR:

@@ -77,6 +77,8 @@ public struct ControlError: Error, Equatable, Sendable, CustomStringConvertible 
         /// The socket operation failed; `errno` says how.
         case socket = 8
         case internalError = 9
+        /// A configured limit (control clients, ...) is reached; `errno` says which kind.
+        case limitReached = 10
     }
 
     public var code: Code

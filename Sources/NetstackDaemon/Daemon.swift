@@ -78,9 +78,24 @@ public enum Daemon {
         }
     }
 
+    /// Raises the soft limit on open descriptors to the hard one, as a
+    /// server does: every control connection (every socket of a program
+    /// under `netstack-run`) is a descriptor, and the soft default of 1,024
+    /// would stop the daemon long before `control.max-clients`.
+    static func raiseDescriptorLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        let before = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            logger.debug("open descriptors: soft limit raised from \(before) to \(limit.rlim_max)")
+        }
+    }
+
     /// Runs the daemon until a stop signal.
     public static func run(_ configuration: DaemonConfiguration, metrics: PrometheusCollectorRegistry? = nil) async throws {
         let logger = Logger(label: "netstackd")
+        raiseDescriptorLimit(logger: logger)
         var offloads = TapOffloadReport()
         let device = try openDevice(configuration, offloads: &offloads)
         if offloads.refusal != nil {
@@ -103,9 +118,14 @@ public enum Daemon {
                                 busyPoll: configuration.busyPoll)
         let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
         let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service), .init(service: builtins)]
+        // Built-in services may all end (none configured, or none could bind):
+        // the daemon goes on serving the network and the control socket.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: service), .init(service: builtins, successTerminationBehavior: .ignore),
+        ]
         if let path = configuration.controlSocket {
-            let clients = ControlClients()
+            let clients = ControlClients(maximum: configuration.controlMaximumClients,
+                                         perProcess: configuration.controlMaximumClientsPerProcess)
             let queries = ServiceBuilder
                 .layer(LoggingLayer(logger: logger, name: "control query"))
                 .layer(MetricsLayer(name: "netstack_control_queries"))
@@ -144,13 +164,19 @@ struct EngineService: ServiceLifecycle.Service {
             }
         }
         logger.info("running on \(configuration.interface)")
-        await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await announceReadiness() }
-                await thread.wait()
-                group.cancelAll()
+        // A graceful shutdown (a signal) and a cancellation of the group
+        // (another service failed) both stop the engine thread.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await announceReadiness() }
+                    await thread.wait()
+                    group.cancelAll()
+                }
+            } onGracefulShutdown: {
+                engine.stop()
             }
-        } onGracefulShutdown: {
+        } onCancel: {
             engine.stop()
         }
         // The thread has ended: the stack is ours to read.

@@ -68,5 +68,13 @@ import Testing
         } throws: { error in
             "\(error)".contains("interface.gateways")
         }
+        #expect {
+            _ = try ConfigurationFile.parse("[control]\nmax-clients = 0\n", source: "z.toml")
+        } throws: { error in
+            "\(error)" == "z.toml: control.max-clients: 0 is outside 1...1000000"
+        }
+        let limited = try ConfigurationFile.parse("[control]\nmax-clients-per-process = 3\n", source: "w.toml")
+        #expect(limited.controlMaximumClientsPerProcess == 3)
+        #expect(limited.controlMaximumClients == 16_384)
     }
 }

@@ -184,6 +184,35 @@ struct ControlSocketTests {
         #expect(daemon.isRunning)
     }
 
+    @Test func aProcessOverItsLimitGetsEMFILEAndOthersAreServed() async throws {
+        let file = NSTemporaryDirectory() + "netstackd-limits-\(getpid()).toml"
+        // The shipped configuration with a per-process limit of 3.
+        let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../config/netstackd.toml").path
+        let text = try String(contentsOfFile: shipped, encoding: .utf8)
+            .replacingOccurrences(of: "max-clients-per-process = 8192", with: "max-clients-per-process = 3")
+        try text.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { unlink(file) }
+        let (namespace, daemon) = try DaemonProcess.start("ctllimit", arguments: ["--config", file])
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        var held: [ControlConnection] = []
+        for _ in 0..<3 { held.append(try await ControlConnection.connect(path: daemon.controlSocket)) }
+        await #expect {
+            _ = try await ControlConnection.connect(path: daemon.controlSocket)
+        } throws: { error in
+            guard let error = error as? ControlError else { return false }
+            return error.code == .limitReached && error.errno == EMFILE && error.message.contains("max-clients-per-process")
+        }
+        // Another process is served; so is this one once a connection goes.
+        #expect(try daemon.control("status").contains("tap0"))
+        _ = held.removeLast()  // its descriptor closes with it
+        try await Task.sleep(for: .milliseconds(200))
+        let again = try await ControlConnection.connect(path: daemon.controlSocket)
+        guard case .queryResult = try await again.exchange(.query(.status)) else { Issue.record("no status"); return }
+        #expect(daemon.isRunning)
+    }
+
     @Test func aUserOtherThanRootIsRefused() throws {
         let (namespace, daemon) = try DaemonProcess.start("ctluser")
         defer { namespace.remove() }

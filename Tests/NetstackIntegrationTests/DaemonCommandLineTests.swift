@@ -47,6 +47,20 @@ struct DaemonCommandLineTests {
         }
     }
 
+    /// A configuration without services or addresses: the daemon
+    /// still says it is ready and stops on SIGINT with status 0 (the built-in
+    /// services' task ending at once must not take the daemon's signal
+    /// handling with it).
+    @Test func aDaemonWithNothingToServeIsReadyAndStops() throws {
+        let path = "/tmp/netstackd-test-\(getpid())-empty.toml"
+        defer { unlink(path) }
+        _ = FileManager.default.createFile(atPath: path, contents: Data("[daemon]\nlog-level = \"info\"\n".utf8))
+        let namespace = try TestNamespace("bare")
+        defer { namespace.remove() }
+        let daemon = try DaemonProcess(in: namespace, arguments: ["--config", path])
+        #expect(daemon.stop() == 0, "\(daemon.standardError)")
+    }
+
     @Test func missingInterfacePermission() throws {
         // As user nobody, the TAP cannot be created: /dev/net/tun refuses
         // (EACCES where it is mode 0600) or TUNSETIFF does (EPERM).

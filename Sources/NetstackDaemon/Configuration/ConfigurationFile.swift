@@ -94,6 +94,18 @@ public enum ConfigurationFile {
                 guard let group = getgrnam(name) else { throw control.error("group", "no group is named \"\(name)\"") }
                 configuration.controlGroup = group.pointee.gr_gid
             }
+            if let maximum = try control.int("max-clients") {
+                guard (1...1_000_000).contains(maximum) else {
+                    throw control.error("max-clients", "\(maximum) is outside 1...1000000")
+                }
+                configuration.controlMaximumClients = maximum
+            }
+            if let maximum = try control.int("max-clients-per-process") {
+                guard (1...1_000_000).contains(maximum) else {
+                    throw control.error("max-clients-per-process", "\(maximum) is outside 1...1000000")
+                }
+                configuration.controlMaximumClientsPerProcess = maximum
+            }
             try control.finish()
         }
         if var ipv6 = try top.section("ipv6") {

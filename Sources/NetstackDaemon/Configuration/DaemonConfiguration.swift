@@ -37,6 +37,10 @@ public struct DaemonConfiguration: Sendable {
     /// A group whose members (by primary gid) may use the control socket,
     /// which is then mode 0660 instead of 0600.
     public var controlGroup: UInt32?
+    /// Control connections at most, in all and from one process (each socket
+    /// of a program under `netstack-run` is one).
+    public var controlMaximumClients = 16_384
+    public var controlMaximumClientsPerProcess = 8_192
 
     public init() {}
 

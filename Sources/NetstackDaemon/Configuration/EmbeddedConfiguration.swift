@@ -48,6 +48,11 @@ socket = "/run/netstackd.sock"
 # A group whose members (by primary group) may connect too; the socket is
 # then mode 0660 and owned by it.
 # group = "netstack"
+# Control connections at most, in all and from one process: every socket of
+# a program run with netstack-run is one. A connection over a limit gets an
+# error (EMFILE for the process's limit, ENFILE for the total) and is closed.
+max-clients = 16384
+max-clients-per-process = 8192
 
 [ipv6]
 # Duplicate address detection probes per address (RFC 4862); 0 turns it off.

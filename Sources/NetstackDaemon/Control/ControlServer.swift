@@ -10,14 +10,15 @@ import ServiceLifecycle
 import Synchronization
 
 /// The control socket: local programs open sockets inside the stack and
-/// query it (docs/control-protocol.md). Each connection is served by a
-/// thread of its own (`ConnectionThread`) running that connection's task.
+/// query it (docs/control-protocol.md). A thread accepts; each connection
+/// is then a task on the engine's executor (`ControlSession`).
 struct ControlServer: ServiceLifecycle.Service {
     let path: String
     let group: gid_t?
     let listener: Int32
     let context: ControlContext
     let logger: Logger
+    private let limitLog = LogThrottle()
 
     /// Creates the socket file (0600, or 0660 with `group`); fails when
     /// another daemon answers on `path`.
@@ -89,9 +90,17 @@ struct ControlServer: ServiceLifecycle.Service {
                 break
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            if let refusal = refusal(of: client) {
-                logger.notice("control: refused \(refusal)")
-                _ = ControlSession.write(ControlCodec.encode(.failure(ControlError(.notPermitted, refusal))), to: client)
+            let admission = admit(client)
+            if case .failure(let refusal) = admission {
+                if refusal.code == .limitReached {
+                    limitLog.log { suppressed in
+                        let more = suppressed > 0 ? " (\(suppressed) more refused since the last line)" : ""
+                        logger.warning("control: refused a connection: \(refusal.message)\(more)")
+                    }
+                } else {
+                    logger.notice("control: refused \(refusal.message)")
+                }
+                _ = ControlSession.write(ControlCodec.encode(.failure(refusal)), to: client)
                 close(client)
                 continue
             }
@@ -100,17 +109,22 @@ struct ControlServer: ServiceLifecycle.Service {
         close(listener)
     }
 
-    /// Why the peer may not use the daemon, or nil if it may: root, the
-    /// daemon's own user, and members (by primary group) of `group` may.
-    private func refusal(of client: Int32) -> String? {
+    /// Admits the peer, or says why not: root, the daemon's own user, and
+    /// members (by primary group) of `group` may connect, within the limits
+    /// of `ControlClients`.
+    private func admit(_ client: Int32) -> Result<Void, ControlError> {
         var credentials = PeerCredentials()
         var size = socklen_t(MemoryLayout<PeerCredentials>.size)
         guard getsockopt(client, SOL_SOCKET, SO_PEERCRED, &credentials, &size) == 0 else {
-            return "a peer whose credentials cannot be read"
+            return .failure(ControlError(.notPermitted, "a peer whose credentials cannot be read"))
         }
-        if credentials.uid == 0 || credentials.uid == geteuid() { return nil }
-        if let group, credentials.gid == group { return nil }
-        return "uid \(credentials.uid) (gid \(credentials.gid)) is not allowed to use netstackd"
+        let allowed = credentials.uid == 0 || credentials.uid == geteuid() || (group != nil && credentials.gid == group)
+        guard allowed else {
+            return .failure(ControlError(.notPermitted,
+                                         "uid \(credentials.uid) (gid \(credentials.gid)) is not allowed to use netstackd"))
+        }
+        if let over = context.clients.admit(client, pid: credentials.pid) { return .failure(over) }
+        return .success(())
     }
 }
 
@@ -130,14 +144,51 @@ final class ControlContext: Sendable {
     }
 }
 
-/// The connected control clients' descriptors.
+/// The connected control clients' descriptors, and the limits on them: at
+/// most `maximum` in all and `perProcess` from one process (by the pid in
+/// SO_PEERCRED), so that one program opening sockets in a loop cannot use up
+/// the daemon's descriptors for everyone else.
 final class ControlClients: Sendable {
-    private let descriptors = Mutex<Set<Int32>>([])
-    var count: Int { descriptors.withLock { $0.count } }
-    func insert(_ client: Int32) { _ = descriptors.withLock { $0.insert(client) } }
-    func remove(_ client: Int32) { _ = descriptors.withLock { $0.remove(client) } }
+    let maximum: Int
+    let perProcess: Int
+    private let state = Mutex<(descriptors: [Int32: pid_t], processes: [pid_t: Int])>(([:], [:]))
+
+    init(maximum: Int = 16_384, perProcess: Int = 8_192) {
+        self.maximum = maximum
+        self.perProcess = perProcess
+    }
+
+    var count: Int { state.withLock { $0.descriptors.count } }
+
+    /// Admits `client` of process `pid`, or says which limit it is over
+    /// (an error with EMFILE for the process's limit, ENFILE for the total).
+    func admit(_ client: Int32, pid: pid_t) -> ControlError? {
+        state.withLock { state in
+            if state.descriptors.count >= maximum {
+                return ControlError(.limitReached, errno: ENFILE,
+                                    "the daemon serves \(maximum) control connections already (control.max-clients)")
+            }
+            let held = state.processes[pid, default: 0]
+            if held >= perProcess {
+                return ControlError(.limitReached, errno: EMFILE,
+                                    "process \(pid) holds \(perProcess) control connections already (control.max-clients-per-process)")
+            }
+            state.descriptors[client] = pid
+            state.processes[pid] = held + 1
+            return nil
+        }
+    }
+
+    func remove(_ client: Int32) {
+        state.withLock { state in
+            guard let pid = state.descriptors.removeValue(forKey: client) else { return }
+            let held = state.processes[pid, default: 1] - 1
+            state.processes[pid] = held == 0 ? nil : held
+        }
+    }
+
     func shutdownAll() {
-        for client in descriptors.withLock({ $0 }) { shutdown(client, Int32(SHUT_RDWR)) }
+        for client in state.withLock({ $0.descriptors.keys }) { shutdown(client, Int32(SHUT_RDWR)) }
     }
 }
 

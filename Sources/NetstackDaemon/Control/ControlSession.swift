@@ -1,13 +1,17 @@
 import Glibc
 import NetstackControl
+import NetstackIO
 import Synchronization
 
-/// One control connection, from hello to disconnect. Runs as a task on the
-/// connection's own thread, so its blocking reads and writes stall only
-/// itself: a client that stops reading stops its own socket's operations
-/// (the stack's windows close) instead of making the daemon buffer.
+/// One control connection, from hello to disconnect (or to becoming a byte
+/// stream). Runs as a task on the engine's executor and reads and writes
+/// without blocking (the engine's epoll says when it may go on), so 10,000
+/// connections cost 10,000 small tasks, not threads; a client that stops
+/// reading stalls only its own socket (the stack's windows close) instead of
+/// making the daemon buffer.
 final class ControlSession {
     private let client: Int32
+    private let io: AsyncDescriptor
     private let context: ControlContext
     private let current: CurrentChannel
     private var channel: ControlChannel? {
@@ -16,65 +20,71 @@ final class ControlSession {
 
     private init(client: Int32, context: ControlContext, current: CurrentChannel) {
         self.client = client
+        io = AsyncDescriptor(client, runtime: context.runtime)
         self.context = context
         self.current = current
     }
 
-    /// Serves `client` on a thread of its own until it disconnects.
+    /// Serves `client` until it disconnects.
     static func start(client: Int32, context: ControlContext) {
         let current = CurrentChannel()
-        // A client gone while its request waits: end this channel's stream,
-        // which ends the waiting request (for the socket's last stream).
-        let thread = ConnectionThread(client: client) {
-            if let channel = current.get() { Task { await channel.close() } }
-        }
-        context.clients.insert(client)
-        Task(executorPreference: thread) {
-            let session = ControlSession(client: client, context: context, current: current)
-            let streaming = await session.run()
+        context.runtime.spawn {
+            // A client gone while its request waits: end this channel's
+            // stream, which ends the waiting request (for the socket's last
+            // stream).
+            let watched = await context.runtime.watch(client) {
+                if let channel = current.get() { Task { await channel.close() } }
+            }
+            var streaming = false
+            if watched {
+                let session = ControlSession(client: client, context: context, current: current)
+                streaming = await session.run()
+            }
             context.clients.remove(client)
             // A stream's descriptor is the engine's now.
-            if !streaming { close(client) }
-            thread.stop()
+            if !streaming {
+                await context.runtime.unwatch(client)
+                close(client)
+            }
         }
     }
 
-    /// Serves requests until the client leaves; true when the connection
-    /// became a byte stream (its descriptor then belongs to the engine).
     private func run() async -> Bool {
-        guard case .message(.hello(let version)) = readMessage() else {
-            reply(.failure(ControlError(.wrongState, "the first message must be hello")))
+        guard case .message(.hello(let version)) = await readMessage() else {
+            await reply(.failure(ControlError(.wrongState, "the first message must be hello")))
             return closeChannel()
         }
         guard version == ControlProtocol.version else {
-            reply(.failure(ControlError(.unsupportedVersion, "version \(version) is not supported; this daemon speaks \(ControlProtocol.version)")))
+            await reply(.failure(ControlError(.unsupportedVersion, "version \(version) is not supported; this daemon speaks \(ControlProtocol.version)")))
             return closeChannel()
         }
-        guard reply(.welcome(version: ControlProtocol.version)) else { return closeChannel() }
+        guard await reply(.welcome(version: ControlProtocol.version)) else { return closeChannel() }
         while true {
-            switch readMessage() {
+            switch await readMessage() {
             case .closed:
                 return closeChannel()
             case .failed(let error):
                 // A bad length cannot be skipped; anything else can.
-                guard reply(.failure(error)), error.code != .tooLarge else { return closeChannel() }
+                guard await reply(.failure(error)), error.code != .tooLarge else { return closeChannel() }
             case .message(.stream):
                 guard let open = channel else {
-                    reply(.failure(ControlError(.wrongState, "open or join a socket first")))
+                    await reply(.failure(ControlError(.wrongState, "open or join a socket first")))
                     continue
                 }
                 if let refusal = await open.streamRefusal() {
-                    reply(.failure(refusal))
+                    await reply(.failure(refusal))
                     continue
                 }
                 // The answer goes before any of the stream's bytes can.
-                guard reply(.done(0)) else { return closeChannel() }
+                guard await reply(.done(0)) else { return closeChannel() }
                 channel = nil
+                // The bridge watches the descriptor from now on.
+                await context.runtime.unwatch(client)
                 await open.stream(to: client)
                 return true
             case .message(let message):
                 let (answer, end) = await handle(message)
-                guard reply(answer), !end else { return closeChannel() }
+                guard await reply(answer), !end else { return closeChannel() }
             }
         }
     }
@@ -144,17 +154,15 @@ final class ControlSession {
         case closed
     }
 
-    private func readMessage() -> Incoming {
-        var prefix = [UInt8](repeating: 0, count: 4)
-        guard readExactly(&prefix) else { return .closed }
+    private func readMessage() async -> Incoming {
+        guard let prefix = await readExactly(4) else { return .closed }
         let length: Int
         do {
             length = try ControlCodec.frameLength(prefix)
         } catch {
             return .failed(error)
         }
-        var frame = [UInt8](repeating: 0, count: length)
-        guard readExactly(&frame) else { return .closed }
+        guard let frame = await readExactly(length) else { return .closed }
         do {
             return .message(try ControlCodec.decode(frame))
         } catch {
@@ -162,23 +170,26 @@ final class ControlSession {
         }
     }
 
-    private func readExactly(_ buffer: inout [UInt8]) -> Bool {
-        var offset = 0
-        while offset < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { read(client, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return false }
-            offset += n
+    /// Exactly `count` bytes, never more (what follows a `stream` request is
+    /// the stream's); nil at the end of the connection.
+    private func readExactly(_ count: Int) async -> [UInt8]? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        while bytes.count < count {
+            let chunk = await io.read(maximum: count - bytes.count)
+            if chunk.isEmpty { return nil }
+            bytes += chunk
         }
-        return true
+        return bytes
     }
 
     @discardableResult
-    private func reply(_ message: ControlMessage) -> Bool {
-        Self.write(ControlCodec.encode(message), to: client)
+    private func reply(_ message: ControlMessage) async -> Bool {
+        await io.write(ControlCodec.encode(message))
     }
 
-    /// Writes all of `bytes` (blocking); false once the peer is gone.
+    /// Writes all of `bytes` (blocking); false once the peer is gone. For the
+    /// accepting thread's refusals, before any session exists.
     static func write(_ bytes: [UInt8], to client: Int32) -> Bool {
         var offset = 0
         while offset < bytes.count {
@@ -191,7 +202,7 @@ final class ControlSession {
     }
 }
 
-/// The session's channel, readable from the connection thread's hang-up handler.
+/// The session's channel, readable from the hang-up handler.
 final class CurrentChannel: Sendable {
     private let channel = Mutex<ControlChannel?>(nil)
     func set(_ value: ControlChannel?) { channel.withLock { $0 = value } }

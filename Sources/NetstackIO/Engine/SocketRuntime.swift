@@ -22,6 +22,8 @@ public final class SocketRuntime: Sendable {
     private let stopped = Atomic<Bool>(false)
     /// Sockets joined to descriptors (nil without a poller). Engine thread only.
     private let bridges: EngineConfined<StreamBridges>?
+    /// Descriptors that tasks wait on (nil without a poller). Engine thread only.
+    private let reactor: EngineConfined<DescriptorReactor>?
 
     /// Where socket workers run: the engine's own executor, or (nil) the
     /// global one.
@@ -33,6 +35,41 @@ public final class SocketRuntime: Sendable {
         submitWork = submit
         self.executor = executor
         bridges = poller.map { EngineConfined(StreamBridges(poller: $0)) }
+        reactor = poller.map { EngineConfined(DescriptorReactor(poller: $0)) }
+    }
+
+    // MARK: Descriptors for tasks
+
+    /// Watches `descriptor` (made non-blocking) for the waits below; `hangup`
+    /// runs once (on the engine thread) when its peer goes away. False when
+    /// it cannot be watched (no poller, or epoll refused it).
+    public func watch(_ descriptor: Int32, hangup: (@Sendable () -> Void)? = nil) async -> Bool {
+        guard let reactor else { return false }
+        return await perform { _ in reactor.value.watch(descriptor, hangup: hangup) }
+    }
+
+    /// Stops watching (before the descriptor is closed or handed on).
+    public func unwatch(_ descriptor: Int32) async {
+        guard let reactor else { return }
+        await perform { _ in reactor.value.unwatch(descriptor) }
+    }
+
+    /// Waits until `descriptor` may be read again (a read said EAGAIN);
+    /// false when it is not watched (any more).
+    public func waitReadable(_ descriptor: Int32) async -> Bool {
+        guard let reactor else { return false }
+        return await withCheckedContinuation { continuation in
+            submitWork { _ in reactor.value.waitReadable(descriptor, continuation) }
+        }
+    }
+
+    /// Waits until `descriptor` may be written again (a write said EAGAIN);
+    /// false when it is not watched (any more).
+    public func waitWritable(_ descriptor: Int32) async -> Bool {
+        guard let reactor else { return false }
+        return await withCheckedContinuation { continuation in
+            submitWork { _ in reactor.value.waitWritable(descriptor, continuation) }
+        }
     }
 
     /// Joins a connected TCP socket to `descriptor` (a stream descriptor
@@ -81,9 +118,13 @@ public final class SocketRuntime: Sendable {
         }
     }
 
-    /// The poller reported a bridged descriptor. Engine thread only.
+    /// The poller reported a bridged or watched descriptor. Engine thread only.
     func descriptorReady(tag: UInt64, events: UInt32) {
-        bridges?.value.ready(tag: tag, events: events)
+        if tag >= DescriptorReactor.firstTag {
+            reactor?.value.ready(tag: tag, events: events)
+        } else {
+            bridges?.value.ready(tag: tag, events: events)
+        }
     }
 
     /// Bridged sockets now. Engine thread only.
@@ -150,6 +191,7 @@ public final class SocketRuntime: Sendable {
         stopped.store(true, ordering: .releasing)
         for operation in parked.value.removeAll() { operation.cancel() }
         bridges?.value.closeAll()
+        reactor?.value.closeAll()
     }
 
     /// Retries the waits of every socket with an event. The engine calls this
