@@ -14,6 +14,8 @@ packages=(
     netcat-openbsd socat curl       # host-side peers in integration tests
     tcpdump                         # reading --pcap output
     nftables hping3 iperf3          # loss, SYN floods, throughput
+    python3 nginx apache2-utils     # programs run on the stack with netstack-run
+    openssh-server openssh-client
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -26,7 +28,16 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 2
     fi
     apt-get update -qq
+    # Packages with daemons (nginx, sshd) are installed without starting
+    # them: the tests start their own, inside namespaces.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f "$policy"
+    trap - EXIT
 fi
 
 # Build everything first (tests start the netstackd binary), then run.

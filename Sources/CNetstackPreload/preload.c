@@ -1,18 +1,20 @@
 // netstack-preload: sockets inside netstackd for unmodified programs.
 //
-// For each AF_INET or AF_INET6 stream socket a program creates, the library
-// opens a connection to netstackd's control socket and hands that connection
-// back as the socket's descriptor. bind, listen, connect and the options are
-// requests on it (docs/control-protocol.md); once the socket is connected
-// (connect returned, or accept made it), the connection is switched to a
-// byte stream (`stream`), so read, write, send, recv, poll, epoll, sendfile
-// and fork need no help. A listening socket keeps one accept request
-// waiting, whose answer arrives when a connection waits, so the descriptor
-// becomes readable exactly then.
+// For each AF_INET or AF_INET6 TCP or UDP socket a program creates, the
+// library opens a connection to netstackd's control socket and hands that
+// connection back as the socket's descriptor. bind, listen, connect and the
+// options are requests on it (docs/control-protocol.md); once a TCP socket
+// is connected (connect returned, or accept made it), the connection is
+// switched to a byte stream (`stream`), so read, write, send, recv, poll,
+// epoll, sendfile and fork need no help. A listening socket keeps one
+// accept request waiting, whose answer arrives when a connection waits, so
+// the descriptor becomes readable exactly then. A bound UDP socket's
+// connection carries datagram frames, which the data calls here write and
+// read whole.
 //
-// Every other family and type (Unix sockets, netlink, UDP for now) goes to
-// the kernel untouched. What is not supported fails with the errno a program
-// can handle (docs/preload.md); nothing here aborts the program.
+// Every other family and type (Unix sockets, netlink, raw sockets) goes to
+// the kernel untouched. What is not supported fails with the errno a
+// program can handle (docs/preload.md); nothing here aborts the program.
 #define _GNU_SOURCE
 #include "netstack_preload.h"
 
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -58,6 +61,10 @@ static int (*real_sendmmsg)(int, struct mmsghdr *, unsigned int, int);
 static ssize_t (*real_recv)(int, void *, size_t, int);
 static ssize_t (*real_recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
+static int (*real_fcntl)(int, int, ...);
+static int (*real_fcntl64)(int, int, ...);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
 
 static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 
@@ -85,6 +92,11 @@ static void resolve(void) {
     real_recv = dlsym(RTLD_NEXT, "recv");
     real_recvfrom = dlsym(RTLD_NEXT, "recvfrom");
     real_recvmsg = dlsym(RTLD_NEXT, "recvmsg");
+    real_readv = dlsym(RTLD_NEXT, "readv");
+    real_fcntl = dlsym(RTLD_NEXT, "fcntl");
+    real_fcntl64 = dlsym(RTLD_NEXT, "fcntl64");
+    if (!real_fcntl64) real_fcntl64 = real_fcntl;
+    real_writev = dlsym(RTLD_NEXT, "writev");
 }
 
 #define REAL(name) (pthread_once(&resolved, resolve), real_##name)
@@ -110,7 +122,9 @@ static void debug(const char *format, ...) {
 
 // MARK: Descriptors served here
 
-enum state { OPEN, BOUND, LISTENING, CONNECTED };
+/// CONNECTING: a non-blocking connect returned EINPROGRESS; the answer to
+/// its request is still to be read.
+enum state { OPEN, BOUND, LISTENING, CONNECTING, CONNECTED };
 
 struct sock {
     int used;
@@ -119,8 +133,11 @@ struct sock {
     enum state state;
     /// UDP: the connection carries datagram frames (it was bound).
     int framed;
-    /// UDP: frames are read and written whole, one thread at a time.
+    /// UDP: frames are read and written whole, one thread at a time; TCP:
+    /// one thread reads a pending connect's answer.
     pthread_mutex_t io;
+    /// The error a failed non-blocking connect left for SO_ERROR.
+    int pending_error;
     int v6only;              // IPV6_V6ONLY (Linux's default: off)
     int nodelay, keepalive, reuseaddr, reuseport, receive_buffer, send_buffer;
     struct linger linger;
@@ -135,8 +152,22 @@ struct sock {
 static struct sock *pages[PAGES];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static int served;
-/// UDP sockets served now: while 0, read and write skip the table.
-static int datagram_sockets;
+/// Sockets whose data calls the library must see (UDP sockets, and TCP
+/// sockets with a connect under way): while 0, read and write skip the table.
+static int intercepted_sockets;
+
+static int intercepted(const struct sock *entry) {
+    return entry->type == SOCK_DGRAM || entry->state == CONNECTING;
+}
+
+/// Moves `entry` to `state`, keeping `intercepted_sockets` right.
+static void set_state(struct sock *entry, enum state state) {
+    int before = intercepted(entry);
+    entry->state = state;
+    int after = intercepted(entry);
+    if (after > before) __atomic_add_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
+    if (after < before) __atomic_sub_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
+}
 
 static void before_fork(void) { pthread_mutex_lock(&table_lock); }
 static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
@@ -170,7 +201,7 @@ static struct sock *claim(int fd, int domain, int type) {
     if (entry) {
         if (entry->used) {
             served--;
-            if (entry->type == SOCK_DGRAM) __atomic_sub_fetch(&datagram_sockets, 1, __ATOMIC_RELAXED);
+            if (intercepted(entry)) __atomic_sub_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
         }
         __atomic_store_n(&entry->used, 0, __ATOMIC_RELEASE);
         pthread_mutex_t io = entry->io;
@@ -181,7 +212,7 @@ static struct sock *claim(int fd, int domain, int type) {
         entry->type = type;
         entry->receive_buffer = entry->send_buffer = type == SOCK_DGRAM ? 212992 : 256 * 1024;
         served++;
-        if (type == SOCK_DGRAM) __atomic_add_fetch(&datagram_sockets, 1, __ATOMIC_RELAXED);
+        if (type == SOCK_DGRAM) __atomic_add_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&entry->used, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&table_lock);
@@ -195,20 +226,21 @@ static void release(int fd) {
     if (page && page[fd % PAGE].used) {
         __atomic_store_n(&page[fd % PAGE].used, 0, __ATOMIC_RELEASE);
         served--;
-        if (page[fd % PAGE].type == SOCK_DGRAM) __atomic_sub_fetch(&datagram_sockets, 1, __ATOMIC_RELAXED);
+        if (intercepted(&page[fd % PAGE])) __atomic_sub_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&table_lock);
 }
 
-/// The entry of a UDP socket served here, without taking the table's lock
-/// (read and write go through this for every descriptor of the program).
-static struct sock *datagram_lookup(int fd) {
-    if (__atomic_load_n(&datagram_sockets, __ATOMIC_RELAXED) == 0) return NULL;
+/// The entry of a UDP socket served here, or of a TCP socket whose connect
+/// is under way, without taking the table's lock (read and write go through
+/// this for every descriptor of the program).
+static struct sock *intercepted_lookup(int fd) {
+    if (__atomic_load_n(&intercepted_sockets, __ATOMIC_RELAXED) == 0) return NULL;
     if (fd < 0 || fd >= PAGE * PAGES) return NULL;
     struct sock *page = __atomic_load_n(&pages[fd / PAGE], __ATOMIC_ACQUIRE);
     if (!page) return NULL;
     struct sock *entry = &page[fd % PAGE];
-    return __atomic_load_n(&entry->used, __ATOMIC_ACQUIRE) && entry->type == SOCK_DGRAM ? entry : NULL;
+    return __atomic_load_n(&entry->used, __ATOMIC_ACQUIRE) && intercepted(entry) ? entry : NULL;
 }
 
 /// Makes `to` serve the same socket as `from` (after dup2 and friends).
@@ -222,8 +254,10 @@ static void copy_entry(int from, int to) {
     struct sock *target = claim(to, saved.domain, saved.type);
     if (target) {
         pthread_mutex_t io = target->io;
+        int before = intercepted(target);
         *target = saved;
         target->io = io;
+        if (intercepted(target) > before) __atomic_add_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
     }
 }
 
@@ -490,8 +524,29 @@ static int become_stream(int fd, struct sock *entry) {
     if (!get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length)) entry->local_length = 0;
     if (!get_endpoint(&answer, &at, entry->domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
     if (read_answer(fd, &answer, DONE) < 0) return -1;
-    entry->state = CONNECTED;
+    set_state(entry, CONNECTED);
     return 0;
+}
+
+/// Reads the answer to a connect under way (waiting for it) and makes the
+/// socket a byte stream; a failure is left in `pending_error` for SO_ERROR
+/// as well as returned. 0 once connected.
+static int finish_connect(int fd, struct sock *entry) {
+    pthread_mutex_lock(&entry->io);
+    int result = 0;
+    if (entry->state == CONNECTING) {
+        struct message answer;
+        if (read_answer(fd, &answer, DONE) < 0 || become_stream(fd, entry) < 0) {
+            entry->pending_error = errno;
+            set_state(entry, OPEN);
+            result = -1;
+        }
+    } else if (entry->state != CONNECTED) {
+        errno = entry->pending_error ? entry->pending_error : ENOTCONN;
+        result = -1;
+    }
+    pthread_mutex_unlock(&entry->io);
+    return result;
 }
 
 /// Makes `fd` non-blocking and close-on-exec as `flags` (SOCK_*) ask.
@@ -575,62 +630,85 @@ static int frame_waiting(int fd) {
     return n >= 0 && (size_t)n >= 4 + length;
 }
 
+/// Copies the datagram of a frame (type, endpoint, data; the length prefix
+/// left off) into the pieces and its source into `address`; the datagram's
+/// whole size.
+static ssize_t deliver_frame(const struct sock *entry, const uint8_t *frame, size_t length, const struct iovec *pieces,
+                             size_t count, struct sockaddr *address, socklen_t *address_length, int *truncated) {
+    struct message endpoint = {.length = length - 1 < sizeof endpoint.bytes ? length - 1 : sizeof endpoint.bytes};
+    memcpy(endpoint.bytes, frame + 1, endpoint.length);
+    size_t at = 0;
+    struct sockaddr_storage source;
+    socklen_t source_length = 0;
+    get_endpoint(&endpoint, &at, entry->domain, &source, &source_length);
+    size_t size = length - 1 - at, copied = 0;
+    for (size_t i = 0; i < count && copied < size; i++) {
+        size_t piece = size - copied < pieces[i].iov_len ? size - copied : pieces[i].iov_len;
+        memcpy(pieces[i].iov_base, frame + 1 + at + copied, piece);
+        copied += piece;
+    }
+    if (truncated) *truncated = copied < size;
+    if (address && address_length) {
+        socklen_t room = source_length < *address_length ? source_length : *address_length;
+        memcpy(address, &source, room);
+        *address_length = source_length;
+    }
+    return (ssize_t)size;
+}
+
 /// Reads the next datagram frame into the pieces; its size (the whole
-/// datagram, even when cut to fit) and `*truncated`.
+/// datagram, even when cut to fit) and `*truncated`. With MSG_PEEK the frame
+/// stays where it is (peeked in the connection), so the descriptor stays
+/// readable, as a kernel socket's does.
 static ssize_t datagram_receive(int fd, struct sock *entry, const struct iovec *pieces, size_t count, int flags,
                                 struct sockaddr *address, socklen_t *address_length, int *truncated) {
     pthread_mutex_lock(&entry->io);
     ssize_t result = -1;
+    uint8_t *frame = NULL;
     if (ensure_framed(fd, entry) < 0) goto done;
     int nonblocking = (flags & MSG_DONTWAIT) || (fcntl(fd, F_GETFL) & O_NONBLOCK);
     for (;;) {
-        if (nonblocking && !frame_waiting(fd)) {
-            errno = EAGAIN;
-            goto done;
+        if (!frame_waiting(fd)) {
+            if (nonblocking) {
+                errno = EAGAIN;
+                goto done;
+            }
+            struct pollfd ready = {fd, POLLIN, 0};
+            if (poll(&ready, 1, -1) < 0 && errno == EINTR) goto done;
+            continue;
         }
         uint8_t prefix[4];
-        if (read_all(fd, prefix, 4) < 0) goto done;
+        ssize_t n = REAL(recv)(fd, prefix, 4, MSG_PEEK);
+        if (n == 0) {
+            errno = ECONNRESET;   // netstackd went away
+            goto done;
+        }
+        if (n < 4) continue;
         size_t length = (size_t)prefix[0] << 24 | (size_t)prefix[1] << 16 | (size_t)prefix[2] << 8 | prefix[3];
         if (length < 2 || length > 65535 + 24) {
             errno = EPROTO;
             goto done;
         }
-        uint8_t *frame = malloc(length);
+        frame = malloc(4 + length);
         if (!frame) {
             errno = ENOMEM;
             goto done;
         }
-        if (read_all(fd, frame, length) < 0) {
+        // The whole frame is there (frame_waiting): one call takes it.
+        n = REAL(recv)(fd, frame, 4 + length, MSG_PEEK);
+        if (n < (ssize_t)(4 + length)) goto done;
+        int peek = (flags & MSG_PEEK) && frame[4] == FRAME_DATAGRAM;
+        if (!peek && REAL(recv)(fd, frame, 4 + length, 0) < (ssize_t)(4 + length)) goto done;
+        if (frame[4] != FRAME_DATAGRAM) {
             free(frame);
-            goto done;
-        }
-        if (frame[0] != FRAME_DATAGRAM) {
-            free(frame);
+            frame = NULL;
             continue;
         }
-        struct message endpoint = {.length = length - 1 < sizeof endpoint.bytes ? length - 1 : sizeof endpoint.bytes};
-        memcpy(endpoint.bytes, frame + 1, endpoint.length);
-        size_t at = 0;
-        struct sockaddr_storage source;
-        socklen_t source_length = 0;
-        get_endpoint(&endpoint, &at, entry->domain, &source, &source_length);
-        size_t size = length - 1 - at, copied = 0;
-        for (size_t i = 0; i < count && copied < size; i++) {
-            size_t piece = size - copied < pieces[i].iov_len ? size - copied : pieces[i].iov_len;
-            memcpy(pieces[i].iov_base, frame + 1 + at + copied, piece);
-            copied += piece;
-        }
-        free(frame);
-        if (truncated) *truncated = copied < size;
-        if (address && address_length) {
-            socklen_t room = source_length < *address_length ? source_length : *address_length;
-            memcpy(address, &source, room);
-            *address_length = source_length;
-        }
-        result = (ssize_t)size;
+        result = deliver_frame(entry, frame + 4, length, pieces, count, address, address_length, truncated);
         break;
     }
 done:
+    free(frame);
     pthread_mutex_unlock(&entry->io);
     return result;
 }
@@ -776,19 +854,25 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     if (listener->state != LISTENING) return errno = EINVAL, -1;
     struct message answer;
     int taken;
-    if (fcntl(fd, F_GETFL) & O_NONBLOCK) {
-        // Several processes may wait on one listener (workers forked after
-        // listen): the one whose whole-frame read gets the answer serves it.
+    // Several processes may wait on one listener (workers forked after
+    // listen): each takes a whole answer in one read, and the one that gets
+    // it serves the connection; the others go on waiting (or see EAGAIN).
+    int nonblocking = fcntl(fd, F_GETFL) & O_NONBLOCK;
+    for (;;) {
         taken = take_waiting_answer(fd, &answer, TOKEN);
-        if (taken == 0) return errno = EAGAIN, -1;
-    } else {
-        taken = read_answer(fd, &answer, TOKEN) < 0 ? -1 : 1;
+        if (taken != 0) break;
+        if (nonblocking) return errno = EAGAIN, -1;
+        // A signal ends the wait with EINTR, as the kernel's accept does.
+        struct pollfd ready = {fd, POLLIN, 0};
+        if (poll(&ready, 1, -1) < 0 && errno == EINTR) return -1;
     }
     if (taken < 0) {
         int saved = errno;
-        // The listener goes on: ask for the next connection.
+        // A connection that failed before it was taken: the listener goes
+        // on (ask for the next one). netstackd gone: the stack's listener
+        // is too, and the socket no longer listens (EINVAL, not a retry).
         if (saved != ECONNRESET) post_accept(fd);
-        errno = saved == ECONNRESET ? ECONNABORTED : saved;
+        errno = saved == ECONNRESET ? EINVAL : saved;
         return -1;
     }
     uint64_t token = 0;
@@ -824,6 +908,18 @@ int connect(int fd, const struct sockaddr *address, socklen_t length) {
     if (entry->type == SOCK_DGRAM) return datagram_connect(fd, entry, address, length);
     if (entry->state == CONNECTED) return errno = EISCONN, -1;
     if (entry->state == LISTENING) return errno = EINVAL, -1;
+    int nonblocking = fcntl(fd, F_GETFL) & O_NONBLOCK;
+    if (entry->state == CONNECTING) {
+        // Asked again while under way: EALREADY until the answer is there.
+        struct pollfd answered = {fd, POLLIN, 0};
+        if (nonblocking && poll(&answered, 1, 0) == 0) return errno = EALREADY, -1;
+        if (finish_connect(fd, entry) < 0) {
+            entry->pending_error = 0;
+            return -1;
+        }
+        return 0;
+    }
+    entry->pending_error = 0;
     if (!address || (address->sa_family != AF_INET && address->sa_family != AF_INET6)) return errno = EAFNOSUPPORT, -1;
     if (address->sa_family != entry->domain) return errno = EAFNOSUPPORT, -1;
     int mapped = address->sa_family == AF_INET6 &&
@@ -850,10 +946,22 @@ int connect(int fd, const struct sockaddr *address, socklen_t length) {
     apply_options(fd, entry);
     struct message m = request(CONNECT), answer;
     if (put_endpoint(&m, address, length, 1) < 0) return -1;
-    // The handshake is waited for even on a non-blocking socket: connect
-    // then returns 0, which POSIX allows (a program that polls for
-    // writability finds the socket writable at once).
-    if (send_message(fd, &m) < 0 || read_answer(fd, &answer, DONE) < 0) return -1;
+    if (send_message(fd, &m) < 0) return -1;
+    if (nonblocking) {
+        // A peer on the link answers within a millisecond or so: a connect
+        // that is answered in 10 ms returns its result at once. Otherwise
+        // EINPROGRESS. The descriptor is writable from the start (it is the
+        // control connection), so a program that polls for writability goes
+        // on to getsockopt(SO_ERROR), which waits for the answer, as does a
+        // first read or write (docs/preload.md).
+        struct pollfd answered = {fd, POLLIN, 0};
+        if (poll(&answered, 1, 10) == 0) {
+            set_state(entry, CONNECTING);
+            debug("netstack-preload: connect %d in progress", fd);
+            return errno = EINPROGRESS, -1;
+        }
+    }
+    if (read_answer(fd, &answer, DONE) < 0) return -1;
     if (become_stream(fd, entry) < 0) return -1;
     debug("netstack-preload: connect %d", fd);
     return 0;
@@ -901,7 +1009,13 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
     if (!entry) return REAL(getsockopt)(fd, level, name, value, length);
     if (level == SOL_SOCKET) {
         switch (name) {
-        case SO_ERROR: return give_int(value, length, 0);   // connect reports its errors itself
+        case SO_ERROR: {
+            // A connect under way is finished first; its error is told once.
+            if (entry->state == CONNECTING) finish_connect(fd, entry);
+            int error = entry->pending_error;
+            entry->pending_error = 0;
+            return give_int(value, length, error);
+        }
         case SO_TYPE: return give_int(value, length, entry->type);
         case SO_DOMAIN: return give_int(value, length, entry->domain);
         case SO_PROTOCOL: return give_int(value, length, entry->type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP);
@@ -939,7 +1053,7 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
             // counters read as zero.
             struct tcp_info info;
             memset(&info, 0, sizeof info);
-            info.tcpi_state = entry->state == LISTENING ? 10 : entry->state == CONNECTED ? 1 : 7;
+            info.tcpi_state = entry->state == LISTENING ? 10 : entry->state == CONNECTED ? 1 : entry->state == CONNECTING ? 2 : 7;
             info.tcpi_snd_mss = info.tcpi_rcv_mss = entry->domain == AF_INET ? 1448 : 1428;
             info.tcpi_pmtu = 1500;
             info.tcpi_snd_cwnd = 10;
@@ -1089,38 +1203,86 @@ int dup3(int from, int to, int flags) {
     return result;
 }
 
-// MARK: The data calls (only UDP sockets of the stack need them)
+/// fcntl's F_DUPFD and F_DUPFD_CLOEXEC are dups too. Its third argument is
+/// an int or a pointer by command; it is passed on as the machine word it
+/// came in (both travel in the same register on x86-64 and AArch64).
+static int fcntl_call(int (*real)(int, int, ...), int fd, int command, void *argument) {
+    int result = real(fd, command, argument);
+    if (result >= 0 && (command == F_DUPFD || command == F_DUPFD_CLOEXEC)) copy_entry(fd, result);
+    return result;
+}
+
+int fcntl(int fd, int command, ...) {
+    va_list arguments;
+    va_start(arguments, command);
+    void *argument = va_arg(arguments, void *);
+    va_end(arguments);
+    return fcntl_call(REAL(fcntl), fd, command, argument);
+}
+
+int fcntl64(int fd, int command, ...) {
+    va_list arguments;
+    va_start(arguments, command);
+    void *argument = va_arg(arguments, void *);
+    va_end(arguments);
+    return fcntl_call(REAL(fcntl64), fd, command, argument);
+}
+
+// MARK: The data calls (UDP sockets of the stack, and TCP sockets whose connect is under way)
+
+/// For the data calls: the UDP socket of `fd` if it is one of the stack's.
+/// A TCP socket with a connect under way has it finished first (`*failed`
+/// says whether that failed); after that its descriptor is a plain stream.
+static struct sock *datagram_lookup(int fd, int *failed) {
+    struct sock *entry = intercepted_lookup(fd);
+    *failed = 0;
+    if (!entry) return NULL;
+    if (entry->type == SOCK_DGRAM) return entry;
+    if (finish_connect(fd, entry) < 0) *failed = 1;
+    return NULL;
+}
+
 
 ssize_t sendto(int fd, const void *buffer, size_t length, int flags, const struct sockaddr *address,
                socklen_t address_length) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(sendto)(fd, buffer, length, flags, address, address_length);
     struct iovec piece = {(void *)buffer, length};
     return datagram_send(fd, entry, &piece, 1, address, address_length);
 }
 
 ssize_t send(int fd, const void *buffer, size_t length, int flags) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(send)(fd, buffer, length, flags);
     struct iovec piece = {(void *)buffer, length};
     return datagram_send(fd, entry, &piece, 1, NULL, 0);
 }
 
 ssize_t write(int fd, const void *buffer, size_t length) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(write)(fd, buffer, length);
     struct iovec piece = {(void *)buffer, length};
     return datagram_send(fd, entry, &piece, 1, NULL, 0);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *message, int flags) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(sendmsg)(fd, message, flags);
     return datagram_send(fd, entry, message->msg_iov, message->msg_iovlen, message->msg_name, message->msg_namelen);
 }
 
 int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(sendmmsg)(fd, messages, count, flags);
     unsigned int sent = 0;
     for (; sent < count; sent++) {
@@ -1132,7 +1294,9 @@ int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
 }
 
 ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr *address, socklen_t *address_length) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(recvfrom)(fd, buffer, length, flags, address, address_length);
     struct iovec piece = {buffer, length};
     int truncated = 0;
@@ -1142,19 +1306,25 @@ ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr
 }
 
 ssize_t recv(int fd, void *buffer, size_t length, int flags) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(recv)(fd, buffer, length, flags);
     return recvfrom(fd, buffer, length, flags, NULL, NULL);
 }
 
 ssize_t read(int fd, void *buffer, size_t length) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(read)(fd, buffer, length);
     return recvfrom(fd, buffer, length, 0, NULL, NULL);
 }
 
 ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
-    struct sock *entry = datagram_lookup(fd);
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
     if (!entry) return REAL(recvmsg)(fd, message, flags);
     int truncated = 0;
     socklen_t name_length = message->msg_namelen;
@@ -1167,4 +1337,24 @@ ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
     size_t room = 0;
     for (size_t i = 0; i < message->msg_iovlen; i++) room += message->msg_iov[i].iov_len;
     return (flags & MSG_TRUNC) ? n : (ssize_t)((size_t)n < room ? (size_t)n : room);
+}
+
+ssize_t writev(int fd, const struct iovec *pieces, int count) {
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
+    if (!entry) return REAL(writev)(fd, pieces, count);
+    return datagram_send(fd, entry, pieces, count < 0 ? 0 : (size_t)count, NULL, 0);
+}
+
+ssize_t readv(int fd, const struct iovec *pieces, int count) {
+    int failed;
+    struct sock *entry = datagram_lookup(fd, &failed);
+    if (failed) return -1;
+    if (!entry) return REAL(readv)(fd, pieces, count);
+    int truncated = 0;
+    size_t room = 0;
+    for (int i = 0; i < count; i++) room += pieces[i].iov_len;
+    ssize_t n = datagram_receive(fd, entry, pieces, count < 0 ? 0 : (size_t)count, 0, NULL, NULL, &truncated);
+    return n < 0 ? -1 : (ssize_t)((size_t)n < room ? (size_t)n : room);
 }

@@ -1,9 +1,9 @@
-// netstack-run: runs a program with its TCP sockets inside netstackd.
+// netstack-run: runs a program with its TCP and UDP sockets inside netstackd.
 //
 //   netstack-run [--socket PATH] [--] CMD ARGS...
 //
 // It preloads libnetstack-preload.so (from the directory this executable is
-// in) and execs CMD; the program's AF_INET and AF_INET6 stream sockets then
+// in) and execs CMD; the program's AF_INET and AF_INET6 TCP and UDP sockets then
 // live in the stack behind PATH (netstackd's control socket). See
 // docs/preload.md for what is served and what stays the kernel's.
 import ArgumentParser
@@ -12,8 +12,8 @@ import Glibc
 struct NetstackRun: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netstack-run",
-        abstract: "Run a program with its TCP sockets inside netstackd.",
-        discussion: "The program's AF_INET and AF_INET6 stream sockets are the stack's; everything else stays the kernel's.")
+        abstract: "Run a program with its TCP and UDP sockets inside netstackd.",
+        discussion: "The program's AF_INET and AF_INET6 TCP and UDP sockets are the stack's; everything else stays the kernel's (docs/preload.md).")
 
     @Option(name: .long, help: "netstackd's control socket.")
     var socket = "/run/netstackd.sock"

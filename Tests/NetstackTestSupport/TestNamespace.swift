@@ -149,6 +149,16 @@ public final class DaemonProcess: @unchecked Sendable {
         URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("netstackctl").path
     }
 
+    /// `netstack-run`, built next to the daemon (with libnetstack-preload.so).
+    public static var runner: String {
+        URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("netstack-run").path
+    }
+
+    /// A shell command line that runs `command` on this daemon's stack.
+    public func preloaded(_ command: String) -> String {
+        "\(Self.runner) --socket \(controlSocket) -- \(command)"
+    }
+
     /// Runs `netstackctl ARGUMENTS --socket <this daemon's>` (a shell command line).
     public func control(_ arguments: String) throws -> String {
         try TestShell.run("\(Self.controlTool) \(arguments) --socket \(controlSocket)")

@@ -1,0 +1,383 @@
+import Foundation
+import Glibc
+import NetstackTestSupport
+import Testing
+
+/// Unmodified programs from Debian packages on the stack, through
+/// `netstack-run` and the preload library: curl, Python's http.server,
+/// nginx, iperf3, socat, ssh, a pre-forking server, and what a program sees
+/// when the daemon stops.
+@Suite(.serialized, .enabled(if: runningAsRoot, "integration tests need root for namespaces and TAP devices"))
+struct PreloadTests {
+    /// A directory for a test's files, removed with the value.
+    final class Scratch {
+        let path: String
+
+        init(_ prefix: String) throws {
+            var template = Array("/tmp/netstack-\(prefix)-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else {
+                throw TestShell.Failure(command: "mkdtemp", status: errno, output: String(cString: strerror(errno)))
+            }
+            path = String(cString: made)
+            chmod(path, 0o755)
+        }
+
+        deinit { _ = TestShell.execute("rm -rf \(path)") }
+
+        /// Writes `text` to `name` in the directory; its path.
+        @discardableResult
+        func write(_ name: String, _ text: String, executable: Bool = false) throws -> String {
+            let file = "\(path)/\(name)"
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            if executable { chmod(file, 0o755) }
+            return file
+        }
+
+        /// A file of `bytes` random bytes; its path.
+        func random(_ name: String, bytes: Int) throws -> String {
+            let file = "\(path)/\(name)"
+            try TestShell.run("head -c \(bytes) /dev/urandom > \(file)")
+            return file
+        }
+    }
+
+    static func sha256(_ path: String) throws -> String {
+        String(try TestShell.run("sha256sum \(path)").prefix(64))
+    }
+
+    /// Waits (up to 5 s) until the namespace's kernel listens on TCP `port`.
+    func waitForKernelListener(_ namespace: TestNamespace, port: Int) throws {
+        try namespace.run("for i in $(seq 100); do ss -Hltn \"sport = :\(port)\" | grep -q . && exit 0; sleep 0.05; done; exit 1")
+    }
+
+    @Test func curlFetchesFiftyMebibytesFromTheHostOverBothVersions() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plcurl")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plcurl")
+        let expected = try Self.sha256(try scratch.random("f", bytes: 50 << 20))
+        let server = try BackgroundCommand(
+            in: namespace, "timeout 120 python3 -m http.server 8000 --bind :: --directory \(scratch.path)")
+        defer { server.stop() }
+        try waitForKernelListener(namespace, port: 8000)
+        for url in ["http://192.168.69.100:8000/f", "http://[fdaa::100]:8000/f"] {
+            let copy = "\(scratch.path)/copy"
+            try namespace.run(daemon.preloaded("timeout 60 curl -sS -g -o \(copy) \(url)"))
+            #expect(try Self.sha256(copy) == expected, "\(url)")
+            unlink(copy)
+        }
+        #expect(daemon.isRunning)
+    }
+
+    @Test func pythonHTTPServerInsideTheStackServesTheHost() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plpython")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plpython")
+        let expected = try Self.sha256(try scratch.random("g", bytes: 8 << 20))
+        let server = try BackgroundCommand(
+            in: namespace, daemon.preloaded("timeout 60 python3 -m http.server 8080 --bind :: --directory \(scratch.path)"))
+        defer { server.stop() }
+        try daemon.waitForListener(port: 8080)
+        let listing = try namespace.run("curl -sS http://192.168.69.1:8080/")
+        #expect(listing.contains("href=\"g\""), "\(listing.prefix(300))")
+        for url in ["http://192.168.69.1:8080/g", "http://[fdaa::1]:8080/g"] {
+            let copy = "\(scratch.path)/copy"
+            try namespace.run("curl -sS -g -o \(copy) \(url)")
+            #expect(try Self.sha256(copy) == expected, "\(url)")
+            unlink(copy)
+        }
+        #expect(server.isRunning, "\(server.output)")
+    }
+
+    @Test func nginxServesAThousandRequestsWithPreforkedWorkers() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plnginx")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plnginx")
+        try TestShell.run("mkdir -p \(scratch.path)/www")
+        try scratch.write("www/index.html", "<h1>served by nginx on swift-netstack</h1>\n")
+        let large = try Self.sha256(try scratch.random("www/large", bytes: 4 << 20))
+        // Two workers forked after the master listened; they accept on the
+        // inherited sockets with epoll and answer with sendfile. Workers stay
+        // root: the control socket is root's.
+        try scratch.write("nginx.conf", """
+            user root;
+            worker_processes 2;
+            pid \(scratch.path)/nginx.pid;
+            error_log \(scratch.path)/error.log warn;
+            events { worker_connections 1024; use epoll; }
+            http {
+                access_log off;
+                sendfile on;
+                client_body_temp_path \(scratch.path)/body;
+                proxy_temp_path \(scratch.path)/proxy;
+                fastcgi_temp_path \(scratch.path)/fastcgi;
+                uwsgi_temp_path \(scratch.path)/uwsgi;
+                scgi_temp_path \(scratch.path)/scgi;
+                server {
+                    listen 8081;
+                    listen [::]:8081;
+                    root \(scratch.path)/www;
+                }
+            }
+            """)
+        let start = try scratch.write("nginx.sh", """
+            #!/bin/sh
+            exec timeout 60 nginx -e \(scratch.path)/error.log -c \(scratch.path)/nginx.conf -g "daemon off;"
+            """, executable: true)
+        let server = try BackgroundCommand(in: namespace, daemon.preloaded(start))
+        defer { server.stop() }
+        try daemon.waitForListener(port: 8081)
+        let report = try namespace.run("ab -q -n 1000 -c 10 http://192.168.69.1:8081/index.html 2>&1")
+        func figure(_ label: String) -> Double? {
+            guard let line = report.split(separator: "\n").first(where: { $0.hasPrefix(label) }) else { return nil }
+            return line.split(separator: " ").compactMap { Double($0) }.first
+        }
+        #expect(figure("Complete requests:") == 1000, "\(report)")
+        #expect(figure("Failed requests:") == 0, "\(report)")
+        #expect(figure("Non-2xx responses:") == nil, "\(report)")
+        print("nginx under netstack-run: \(figure("Requests per second:") ?? 0) requests/s (ab -n 1000 -c 10)")
+        for url in ["http://192.168.69.1:8081/large", "http://[fdaa::1]:8081/large"] {
+            let copy = "\(scratch.path)/copy"
+            try namespace.run("curl -sS -g -o \(copy) \(url)")
+            #expect(try Self.sha256(copy) == large, "\(url)")
+            unlink(copy)
+        }
+        let errors = (try? String(contentsOfFile: "\(scratch.path)/error.log", encoding: .utf8)) ?? ""
+        #expect(!errors.contains("[alert]") && !errors.contains("[emerg]"), "\(errors)")
+        #expect(server.isRunning, "\(server.output)")
+    }
+
+    @Test func iperf3ServerThroughThePreloadBothWays() throws {
+        let (namespace, daemon) = try DaemonProcess.start("pliperf")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let server = try BackgroundCommand(in: namespace, daemon.preloaded("timeout 60 iperf3 -s -p 5301"))
+        defer { server.stop() }
+        try daemon.waitForListener(port: 5301)
+        try daemon.waitForListener(port: 5201)
+        var rows: [String] = []
+        for (name, arguments) in [("host→program", "-c 192.168.69.1 -p 5301"),
+                                  ("program→host (-R)", "-c 192.168.69.1 -p 5301 -R"),
+                                  ("UDP host→program", "-c 192.168.69.1 -p 5301 -u -b 100M"),
+                                  ("built-in host→stack", "-c 192.168.69.1"),
+                                  ("built-in stack→host (-R)", "-c 192.168.69.1 -R")] {
+            let output = try namespace.run("timeout -k 1 30 iperf3 -J -t 2 \(arguments)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+            #expect(json["error"] == nil, "\(name): \(json["error"] ?? "")")
+            let end = json["end"] as? [String: Any] ?? [:]
+            let sum = (end["sum_received"] ?? end["sum"]) as? [String: Any] ?? [:]
+            let bits = (sum["bits_per_second"] as? Double) ?? 0
+            #expect(bits > 1e6, "\(name): \(bits) bit/s")
+            rows.append("\(name) \(String(format: "%.2f", bits / 1e9)) Gbit/s")
+        }
+        // Figures for people; the ratio target is the bench script's (scripts/bench.sh).
+        print("iperf3 (2 s each, debug build): " + rows.joined(separator: ", "))
+        #expect(server.isRunning, "\(server.output)")
+    }
+
+    @Test func socatBothWaysOverTCPAndUDP() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plsocat")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plsocat")
+        let input = try scratch.random("in", bytes: 4 << 20)
+        let expected = try Self.sha256(input)
+        // The program sends to the host.
+        let sink = try BackgroundCommand(
+            in: namespace, "timeout 30 socat -u TCP-LISTEN:7001,reuseaddr CREATE:\(scratch.path)/out1")
+        try waitForKernelListener(namespace, port: 7001)
+        try namespace.run(daemon.preloaded("timeout 30 socat -u OPEN:\(input) TCP:192.168.69.100:7001"))
+        #expect(sink.wait() == 0, "\(sink.output)")
+        #expect(try Self.sha256("\(scratch.path)/out1") == expected)
+        // The host sends to the program, over IPv6.
+        let receiver = try BackgroundCommand(
+            in: namespace, daemon.preloaded("timeout 30 socat -u TCP6-LISTEN:7002 CREATE:\(scratch.path)/out2"))
+        try daemon.waitForListener(port: 7002)
+        try namespace.run("timeout 30 socat -u OPEN:\(input) TCP6:[fdaa::1]:7002")
+        #expect(receiver.wait() == 0, "\(receiver.output)")
+        #expect(try Self.sha256("\(scratch.path)/out2") == expected)
+        // UDP: the program echoes the host's datagrams (it connects to the
+        // first sender, as UDP-LISTEN does).
+        let echo = try BackgroundCommand(in: namespace, daemon.preloaded("timeout 30 socat UDP4-LISTEN:7003 EXEC:cat"))
+        defer { echo.stop() }
+        try daemon.waitForSocket { $0.proto.hasPrefix("udp") && $0.local.hasSuffix(":7003") }
+        let answer = try namespace.run("printf \"datagram-one\" | timeout 10 socat -t 2 - UDP4:192.168.69.1:7003")
+        #expect(answer == "datagram-one", "\(answer) \(echo.output)")
+    }
+
+    /// A non-blocking connect whose SYN goes unanswered for a while: it says
+    /// EINPROGRESS, and SO_ERROR tells the result once the handshake is done.
+    @Test func aNonBlockingConnectIsInProgressThenConnects() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plconnect")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plconnect")
+        let lifted = "\(scratch.path)/lifted"
+        let script = try scratch.write("client.py", """
+            import errno, os, select, socket, sys, time
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            code = s.connect_ex(("192.168.69.100", 7030))
+            print("connect:" + errno.errorcode.get(code, str(code)), flush=True)
+            while not os.path.exists(sys.argv[1]):
+                time.sleep(0.02)
+            _, writable, _ = select.select([], [s], [], 10)
+            print("writable:%s" % bool(writable), flush=True)
+            print("so_error:%d" % s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), flush=True)
+            s.setblocking(True)
+            s.sendall(b"after-connect")
+            s.close()
+            """)
+        // The host's kernel drops the SYNs until the program has seen EINPROGRESS.
+        try namespace.run("""
+            nft add table inet hold && \
+            nft "add chain inet hold input { type filter hook input priority 0 ; }" && \
+            nft add rule inet hold input tcp dport 7030 drop
+            """)
+        let sink = try BackgroundCommand(in: namespace, "timeout 30 socat -u TCP-LISTEN:7030 CREATE:\(scratch.path)/out")
+        defer { sink.stop() }
+        try waitForKernelListener(namespace, port: 7030)
+        let program = try BackgroundCommand(in: namespace, daemon.preloaded("timeout 30 python3 \(script) \(lifted)"))
+        defer { program.stop() }
+        for _ in 0..<100 where !program.output.contains("connect:") { usleep(50_000) }
+        #expect(program.output.contains("connect:EINPROGRESS"), "\(program.output)")
+        try namespace.run("nft delete table inet hold")
+        _ = FileManager.default.createFile(atPath: lifted, contents: nil)
+        #expect(program.wait() == 0, "\(program.output)")
+        #expect(program.output.contains("writable:True") && program.output.contains("so_error:0"), "\(program.output)")
+        #expect(sink.wait() == 0)
+        #expect((try? String(contentsOfFile: "\(scratch.path)/out", encoding: .utf8)) == "after-connect")
+    }
+
+    @Test func sshRunsARemoteCommandOnTheHostSide() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plssh")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plssh")
+        try TestShell.run("""
+            ssh-keygen -q -t ed25519 -N "" -f \(scratch.path)/host_key && \
+            ssh-keygen -q -t ed25519 -N "" -f \(scratch.path)/client_key && \
+            cp \(scratch.path)/client_key.pub \(scratch.path)/authorized_keys && mkdir -p /run/sshd
+            """)
+        try scratch.write("sshd_config", """
+            Port 2222
+            ListenAddress 192.168.69.100
+            HostKey \(scratch.path)/host_key
+            AuthorizedKeysFile \(scratch.path)/authorized_keys
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            StrictModes no
+            UsePAM no
+            PidFile \(scratch.path)/sshd.pid
+            """)
+        let sshd = try BackgroundCommand(in: namespace, "timeout 60 /usr/sbin/sshd -D -e -f \(scratch.path)/sshd_config")
+        defer { sshd.stop() }
+        try waitForKernelListener(namespace, port: 2222)
+        let output = try namespace.run(daemon.preloaded("""
+            timeout 30 ssh -i \(scratch.path)/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+            -o BatchMode=yes -o LogLevel=ERROR -p 2222 root@192.168.69.100 echo ran-on-the-host-side
+            """))
+        #expect(output.contains("ran-on-the-host-side"), "\(output) \(sshd.output)")
+    }
+
+    @Test func aPreforkingServerServesFromItsChildren() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plfork")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plfork")
+        // Listens, forks three children that each accept (blocking) on the
+        // inherited socket, and answers with the child's pid.
+        let script = try scratch.write("prefork.py", """
+            import ctypes, os, signal, socket, sys
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("0.0.0.0", 7010))
+            listener.listen(64)
+            children = []
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: end with the parent
+                    while True:
+                        connection, _ = listener.accept()
+                        data = connection.recv(100)
+                        connection.sendall(b"%d:" % os.getpid() + data)
+                        connection.close()
+                children.append(pid)
+            def stop(*_):
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+                sys.exit(0)
+            signal.signal(signal.SIGTERM, stop)
+            print("parent", os.getpid(), flush=True)
+            while True:
+                signal.pause()
+            """)
+        let client = try scratch.write("client.py", """
+            import socket
+            pids = []
+            for i in range(30):
+                with socket.create_connection(("192.168.69.1", 7010), timeout=5) as c:
+                    c.sendall(b"hello")
+                    pids.append(c.recv(100).split(b":")[0].decode())
+            print(" ".join(pids))
+            """)
+        let server = try BackgroundCommand(in: namespace, daemon.preloaded("timeout 60 python3 \(script)"))
+        defer { server.stop() }
+        try daemon.waitForListener(port: 7010)
+        let pids = try namespace.run("timeout 30 python3 \(client)").split(whereSeparator: \.isWhitespace).map(String.init)
+        #expect(pids.count == 30)
+        let parent = server.output.split(separator: " ").last.map { String($0.filter(\.isNumber)) } ?? ""
+        #expect(!parent.isEmpty && !pids.contains(parent), "served by children only: \(pids), parent \(parent)")
+        print("pre-forking server: 30 connections served by \(Set(pids).count) of 3 children")
+    }
+
+    @Test func whenTheDaemonStopsSocketsFailAtOnce() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plstop")
+        defer { namespace.remove() }
+        let scratch = try Scratch("plstop")
+        let gone = "\(scratch.path)/gone"
+        let script = try scratch.write("client.py", """
+            import errno, os, socket, sys, time
+            connection = socket.create_connection(("192.168.69.100", 7020))
+            connection.sendall(b"hello")
+            print("connected", flush=True)
+            while not os.path.exists(sys.argv[1]):
+                time.sleep(0.02)
+            results = []
+            def attempt(name, call):
+                try:
+                    results.append(name + ":" + call())
+                except OSError as error:
+                    results.append(name + ":" + errno.errorcode.get(error.errno, str(error.errno)))
+            def send():
+                for _ in range(64):
+                    connection.sendall(b"x" * 65536)
+                return "ok"
+            attempt("send", send)
+            attempt("recv", lambda: "eof" if connection.recv(10) == b"" else "data")
+            attempt("socket", lambda: (socket.socket(), "ok")[1])
+            print(" ".join(results), flush=True)
+            """)
+        let sink = try BackgroundCommand(in: namespace, "timeout 30 socat -u TCP-LISTEN:7020,reuseaddr CREATE:/dev/null")
+        defer { sink.stop() }
+        try waitForKernelListener(namespace, port: 7020)
+        let program = try BackgroundCommand(in: namespace, daemon.preloaded("timeout 30 python3 \(script) \(gone)"))
+        defer { program.stop() }
+        for _ in 0..<100 where !program.output.contains("connected") { usleep(50_000) }
+        #expect(program.output.contains("connected"), "\(program.output)")
+        #expect(daemon.stop() == 0)
+        _ = FileManager.default.createFile(atPath: gone, contents: nil)
+        #expect(program.wait() == 0, "\(program.output)")
+        let results = program.output.split(separator: "\n").last.map(String.init) ?? ""
+        print("after the daemon stopped: \(results)")
+        // Writes fail with EPIPE (or ECONNRESET); the read sees the end, or
+        // ECONNRESET; a new socket cannot reach the stack: ECONNREFUSED.
+        #expect(results.contains("send:EPIPE") || results.contains("send:ECONNRESET"), "\(results)")
+        #expect(results.contains("recv:eof") || results.contains("recv:ECONNRESET"), "\(results)")
+        #expect(results.contains("socket:ECONNREFUSED"), "\(results)")
+    }
+}
