@@ -9,13 +9,18 @@
 #
 # Environment: RUNS (3), MIB per bulk run (2048), CC cycles (10000), RR (20000),
 # PINGS (1000), HOLD connections (10000), DAEMON_FLAGS (extra netstackd flags),
-# ONLY (a subset of: bulk cc rr ping hold; all by default).
+# ONLY (a subset of: bulk cc rr ping hold local iperf nginx; all by default),
+# NGINX requests per ab run (5000).
 #
 # Rows: bulk TCP into discard (host→peer) and out of chargen (peer→host) over
 # IPv4 and IPv6, blocking connect+close per second against echo, 1-byte
 # request/response per second over one connection, ICMP echo RTT, resident
 # memory of netstackd idle and holding HOLD echo connections. Each figure is
 # the median of RUNS runs; the kernel's side runs netbench's own servers.
+# A second table compares local programs on the stack (netstack-run with the
+# preload library) with the built-in services: netbench's servers, iperf3 -s
+# against the built-in iperf3 server, and nginx on the stack against nginx on
+# the kernel over veth (ab -c 10).
 #
 # In-memory benchmarks are `swift run -c release netstack-bench wire|core`.
 set -euo pipefail
@@ -35,8 +40,9 @@ pings="${PINGS:-1000}"
 hold="${HOLD:-10000}"
 read -r -a daemon_flags <<< "${DAEMON_FLAGS:-}"
 
-swift build -c release --product netstackd >/dev/null
+for product in netstackd netstackctl netstack-run netstack-preload; do swift build -c release --product "$product" >/dev/null; done
 binary="$(swift build -c release --show-bin-path)/netstackd"
+runner="$(swift build -c release --show-bin-path)/netstack-run"
 netbench=".build/netbench"
 if [ ! -x "$netbench" ] || [ scripts/bench/netbench.c -nt "$netbench" ]; then
     gcc -O2 -Wall -o "$netbench" scripts/bench/netbench.c
@@ -48,13 +54,18 @@ client_ns="$tag-a"
 server_ns="$tag-b"
 daemon=""
 server=""
+local_server=""
 out="/tmp/$tag.out"
+control="/tmp/$tag.sock"
+scratch="/tmp/$tag.d"
 
 cleanup() {
     [ -n "$daemon" ] && kill -INT "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
+    [ -n "$local_server" ] && kill "$local_server" 2>/dev/null && wait "$local_server" 2>/dev/null || true
+    for pidfile in "$scratch"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; done
     for ns in "$stack_ns" "$client_ns" "$server_ns"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -f "$out"
+    rm -rf "$out" "$out".* "$scratch"
 }
 trap cleanup EXIT
 
@@ -65,7 +76,7 @@ ip netns exec "$stack_ns" ip tuntap add dev tap0 mode tap
 ip netns exec "$stack_ns" ip link set tap0 address 02:00:00:00:00:64 up
 ip netns exec "$stack_ns" ip addr add 192.168.69.100/24 dev tap0
 ip netns exec "$stack_ns" ip -6 addr add fdaa::100/64 dev tap0 nodad
-ip netns exec "$stack_ns" "$binary" --log-level warning --control-socket "" "${daemon_flags[@]}" > "$out" 2>&1 &
+ip netns exec "$stack_ns" "$binary" --log-level warning --control-socket "$control" "${daemon_flags[@]}" > "$out" 2>&1 &
 daemon=$!
 for _ in $(seq 200); do grep -q "ready" "$out" 2>/dev/null && break; sleep 0.05; done
 grep -q "ready" "$out" || { echo "bench.sh: netstackd did not start:" >&2; cat "$out" >&2; exit 1; }
@@ -107,7 +118,7 @@ median_of() {
 stack() { ip netns exec "$stack_ns" "$netbench" "$@"; }
 linux() { ip netns exec "$client_ns" "$netbench" "$@"; }
 
-only="${ONLY:-bulk cc rr ping hold}"
+only="${ONLY:-bulk cc rr ping hold local iperf nginx}"
 want() { [[ " $only " == *" $1 "* ]]; }
 rows=()
 # row LABEL UNIT KERNEL STACK TARGET KIND: KIND "higher" (ratio stack/kernel
@@ -149,13 +160,104 @@ if want hold; then
     held_kib=$(field rss_held_kib "$held")
 fi
 
+# Local programs on the stack against the built-in services, same daemon.
+local_rows=()
+local_row() { local_rows+=("$1|$2|$3|$4"); }
+in_stack() { ip netns exec "$stack_ns" "$@"; }
+# wait_for_port NS PORT: until something listens on TCP PORT in NS (5 s).
+wait_for_port() {
+    for _ in $(seq 100); do
+        ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q . && return 0
+        sleep 0.05
+    done
+    return 1
+}
+# The stack lists its own listeners (the TAP namespace's kernel does not).
+wait_for_stack_port() {
+    for _ in $(seq 100); do
+        "$(dirname "$runner")/netstackctl" sockets --socket "$control" 2>/dev/null | grep -q "listen.*:$1 " && return 0
+        sleep 0.05
+    done
+    return 1
+}
+mkdir -p "$scratch"
+if want local; then
+    in_stack "$runner" --socket "$control" -- "$netbench" serve 5000 > "$out.local" 2>&1 &
+    local_server=$!
+    for _ in $(seq 100); do grep -q serving "$out.local" 2>/dev/null && break; sleep 0.05; done
+    local_row "bulk host→program" "Gbit/s" "$(median_of gbps stack send 192.168.69.1 9 "$mib")" \
+        "$(median_of gbps stack send 192.168.69.1 5009 "$mib")"
+    local_row "bulk program→host" "Gbit/s" "$(median_of gbps stack recv 192.168.69.1 19 "$mib")" \
+        "$(median_of gbps stack recv 192.168.69.1 5019 "$mib")"
+    local_row "1-byte request/response" "/s" "$(median_of per_second stack rr 192.168.69.1 7 "$rr_count")" \
+        "$(median_of per_second stack rr 192.168.69.1 5007 "$rr_count")"
+    local_row "connect+close" "/s" "$(median_of per_second stack cc 192.168.69.1 7 "$cc_count")" \
+        "$(median_of per_second stack cc 192.168.69.1 5007 "$cc_count")"
+    kill "$local_server" 2>/dev/null && wait "$local_server" 2>/dev/null || true
+    local_server=""
+fi
+# iperf3 -c ARGS: the receiver's Gbit/s.
+iperf_gbps() {
+    in_stack timeout -k 1 30 iperf3 -J -t 3 "$@" | python3 -c '
+import json, sys
+end = json.load(sys.stdin).get("end", {})
+print("gbps=%.2f" % ((end.get("sum_received") or end.get("sum") or {}).get("bits_per_second", 0) / 1e9))'
+}
+if want iperf && command -v iperf3 >/dev/null; then
+    in_stack "$runner" --socket "$control" -- iperf3 -s -p 5301 > "$out.iperf" 2>&1 &
+    local_server=$!
+    wait_for_stack_port 5301 || true
+    local_row "iperf3 host→program" "Gbit/s" "$(median_of gbps iperf_gbps -c 192.168.69.1)" \
+        "$(median_of gbps iperf_gbps -c 192.168.69.1 -p 5301)"
+    local_row "iperf3 program→host" "Gbit/s" "$(median_of gbps iperf_gbps -c 192.168.69.1 -R)" \
+        "$(median_of gbps iperf_gbps -c 192.168.69.1 -p 5301 -R)"
+    kill "$local_server" 2>/dev/null && wait "$local_server" 2>/dev/null || true
+    local_server=""
+fi
+# nginx: the same configuration on the kernel (server namespace, veth) and
+# on the stack (netstack-run); ab from the other side, 10 at a time.
+nginx_kernel="n/a"
+nginx_stack="n/a"
+if want nginx && command -v nginx >/dev/null && command -v ab >/dev/null; then
+    mkdir -p "$scratch/www"
+    head -c 4096 /dev/urandom > "$scratch/www/4k"
+    nginx_conf() {
+        cat > "$scratch/$1.conf" <<CONF
+user root;
+worker_processes 2;
+pid $scratch/$1.pid;
+error_log $scratch/$1.log warn;
+events { worker_connections 4096; use epoll; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $scratch/$1-body;
+    proxy_temp_path $scratch/$1-proxy;
+    fastcgi_temp_path $scratch/$1-fastcgi;
+    uwsgi_temp_path $scratch/$1-uwsgi;
+    scgi_temp_path $scratch/$1-scgi;
+    server { listen 8081; root $scratch/www; }
+}
+CONF
+    }
+    ab_rate() { ip netns exec "$1" ab -q -n "${NGINX:-5000}" -c 10 "$2" 2>&1 | awk '/Requests per second/ { print "rate=" $4 }'; }
+    nginx_conf kernel
+    ip netns exec "$server_ns" nginx -e "$scratch/kernel.log" -c "$scratch/kernel.conf" -g "daemon on;" \
+        && wait_for_port "$server_ns" 8081 \
+        && nginx_kernel=$(median_of rate ab_rate "$client_ns" http://10.99.0.2:8081/4k)
+    nginx_conf stack
+    in_stack "$runner" --socket "$control" -- nginx -e "$scratch/stack.log" -c "$scratch/stack.conf" -g "daemon on;" \
+        && wait_for_stack_port 8081 \
+        && nginx_stack=$(median_of rate ab_rate "$stack_ns" http://192.168.69.1:8081/4k)
+fi
+
 # The same daemon with its offloads off (a kernel or peer without them):
 # plain frames, one segment per system call.
 plain_in="n/a"
 plain_out="n/a"
 if want bulk; then
     kill -INT "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
-    ip netns exec "$stack_ns" "$binary" --log-level warning --control-socket "" --no-offloads "${daemon_flags[@]}" \
+    ip netns exec "$stack_ns" "$binary" --log-level warning --control-socket "$control" --no-offloads "${daemon_flags[@]}" \
         > "$out" 2>&1 &
     daemon=$!
     for _ in $(seq 200); do grep -q "ready" "$out" 2>/dev/null && break; sleep 0.05; done
@@ -185,3 +287,19 @@ awk -v idle="$idle_kib" -v held="$held_kib" -v n="$hold" 'BEGIN {
         idle / 1024, (idle / 1024 <= 30 ? "yes" : "no"), n,
         (held == "n/a" ? "n/a" : sprintf("%.1f", held / 1024)),
         (held == "n/a" ? "n/a" : (held / 1024 <= 256 ? "yes" : "no")) }'
+if [ ${#local_rows[@]} -gt 0 ]; then
+    echo
+    echo "local programs on the stack (netstack-run) against the stack's built-in services, same daemon"
+    printf '%-26s %-7s %12s %12s %7s  %-8s %s\n' "measurement" "unit" "built-in" "program" "ratio" "target" "met"
+    for entry in "${local_rows[@]}"; do
+        IFS='|' read -r label unit builtin program <<< "$entry"
+        ratio=$(awk -v b="$builtin" -v p="$program" 'BEGIN { if (b + 0 == 0 || p == "n/a") print "n/a"; else printf "%.2f", p / b }')
+        met=$(awk -v r="$ratio" 'BEGIN { if (r == "n/a") print "n/a"; else print (r >= 0.5 ? "yes" : "no") }')
+        printf '%-26s %-7s %12s %12s %7s  %-8s %s\n' "$label" "$unit" "$builtin" "$program" "$ratio" "≥0.5×" "$met"
+    done
+fi
+if [ "$nginx_kernel" != "n/a" ] || [ "$nginx_stack" != "n/a" ]; then
+    awk -v k="$nginx_kernel" -v s="$nginx_stack" 'BEGIN {
+        printf "nginx (2 workers, 4 KiB file, ab -c 10): kernel over veth %s requests/s, on the stack with netstack-run %s requests/s (%s×)\n",
+            k, s, (k + 0 > 0 && s != "n/a") ? sprintf("%.2f", s / k) : "n/a" }'
+fi

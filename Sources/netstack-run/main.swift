@@ -57,7 +57,7 @@ struct NetstackRun: ParsableCommand {
 
 // Bad arguments end with the message and exit status 2 (help: 0).
 do {
-    var command = try NetstackRun.parseAsRoot() as! NetstackRun
+    let command = try NetstackRun.parse()
     try command.run()
 } catch {
     let code = NetstackRun.exitCode(for: error)
