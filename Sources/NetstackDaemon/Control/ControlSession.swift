@@ -52,20 +52,20 @@ final class ControlSession {
     private func run() async -> Bool {
         guard case .message(.hello(let version)) = await readMessage() else {
             await reply(.failure(ControlError(.wrongState, "the first message must be hello")))
-            return closeChannel()
+            return await closeChannel()
         }
         guard version == ControlProtocol.version else {
             await reply(.failure(ControlError(.unsupportedVersion, "version \(version) is not supported; this daemon speaks \(ControlProtocol.version)")))
-            return closeChannel()
+            return await closeChannel()
         }
-        guard await reply(.welcome(version: ControlProtocol.version)) else { return closeChannel() }
+        guard await reply(.welcome(version: ControlProtocol.version)) else { return await closeChannel() }
         while true {
             switch await readMessage() {
             case .closed:
-                return closeChannel()
+                return await closeChannel()
             case .failed(let error):
                 // A bad length cannot be skipped; anything else can.
-                guard await reply(.failure(error)), error.code != .tooLarge else { return closeChannel() }
+                guard await reply(.failure(error)), error.code != .tooLarge else { return await closeChannel() }
             case .message(.stream):
                 guard let open = channel else {
                     await reply(.failure(ControlError(.wrongState, "open or join a socket first")))
@@ -76,7 +76,7 @@ final class ControlSession {
                     continue
                 }
                 // The answer goes before any of the stream's bytes can.
-                guard await reply(.done(0)) else { return closeChannel() }
+                guard await reply(.done(0)) else { return await closeChannel() }
                 channel = nil
                 // The bridge watches the descriptor from now on.
                 await context.runtime.unwatch(client)
@@ -84,14 +84,16 @@ final class ControlSession {
                 return true
             case .message(let message):
                 let (answer, end) = await handle(message)
-                guard await reply(answer), !end else { return closeChannel() }
+                guard await reply(answer), !end else { return await closeChannel() }
             }
         }
     }
 
-    /// Ends the session's channel, if any; false (not streaming).
-    private func closeChannel() -> Bool {
-        if let channel { Task { await channel.close() } }
+    /// Ends the session's channel, if any; false (not streaming). Awaited
+    /// before the client's connection closes: a program whose close waits
+    /// for that end may bind the same port the moment it returns.
+    private func closeChannel() async -> Bool {
+        if let channel { await channel.close() }
         return false
     }
 

@@ -10,9 +10,13 @@ import Synchronization
 /// (RFC 3493 §3.7), which reach the program with IPv4-mapped addresses.
 ///
 /// The stack's tables are per IP version, so this is two listeners on one
-/// port, one per version, each drained by a task into one accept queue that
-/// the channel's `accept` takes from, oldest first. Connections beyond the
-/// backlog are reset, as a full accept queue would drop them.
+/// port, one per version, each drained by a task into one short queue that
+/// the channel's `accept` takes from, oldest first. A task takes the next
+/// connection from its listener only when the queue has room, so the
+/// connections the program has not accepted yet wait in the listeners' own
+/// accept queues, which hold the backlog and, when full, drop the SYN as
+/// Linux does (the client retransmits it) instead of resetting connections
+/// that were already established.
 final class DualStackListener: Sendable {
     let v6: StreamSocket<IPv6>
     private let runtime: SocketRuntime
@@ -20,7 +24,8 @@ final class DualStackListener: Sendable {
         var v4: StreamSocket<IPv4>?
         var queue = Deque<(ControlChannel, ControlEndpoint?)>()
         var waiters = Deque<CheckedContinuation<(ControlChannel, ControlEndpoint?)?, Never>>()
-        var backlog = 128
+        /// Drain tasks waiting for room in `queue`.
+        var drainers: [CheckedContinuation<Void, Never>] = []
         var closed = false
     }
     private let state = Mutex(State())
@@ -34,7 +39,6 @@ final class DualStackListener: Sendable {
     /// on IPv6 alone), and starts taking connections.
     func listen(backlog: Int) async throws {
         try await v6.listen(backlog: backlog)
-        state.withLock { $0.backlog = max(1, backlog) }
         let local = try await v6.localEndpoint()
         if let local, local.address.isUnspecified {
             let v4 = await StreamSocket<IPv4>.open(runtime)
@@ -52,15 +56,17 @@ final class DualStackListener: Sendable {
         runtime.spawn { [self] in await drain(v6) { .stream6($0) } }
     }
 
+    /// One connection per version may wait here; the rest wait in the listeners.
+    private static let queueLimit = 2
+
     /// Moves the connections `listener` accepts into the queue until it closes.
     private func drain<I: IPVersion>(_ listener: StreamSocket<I>, _ wrap: (StreamSocket<I>) -> ControlChannel) async {
-        while let connection = try? await listener.accept() {
+        while await room(), let connection = try? await listener.accept() {
             let peer = (try? await connection.remoteEndpoint()).flatMap { $0.map(ControlEndpoint.init) }
             let channel = wrap(connection)
             let outcome = state.withLock { state -> Outcome in
                 if state.closed { return .refused }
                 if let waiter = state.waiters.popFirst() { return .resume(waiter) }
-                guard state.queue.count < state.backlog else { return .refused }
                 state.queue.append((channel, peer))
                 return .queued
             }
@@ -72,6 +78,19 @@ final class DualStackListener: Sendable {
         }
     }
 
+    /// Waits until the queue has room; false once the listener is closed.
+    private func room() async -> Bool {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state in
+                if state.closed || state.queue.count < Self.queueLimit { return true }
+                state.drainers.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+        return !state.withLock { $0.closed }
+    }
+
     private enum Outcome {
         case resume(CheckedContinuation<(ControlChannel, ControlEndpoint?)?, Never>)
         case queued
@@ -81,30 +100,37 @@ final class DualStackListener: Sendable {
     /// The next connection of either version and its peer; nil once closed.
     func accept() async -> (ControlChannel, ControlEndpoint?)? {
         await withCheckedContinuation { continuation in
-            let ready: (ControlChannel, ControlEndpoint?)?? = state.withLock { state in
-                if let first = state.queue.popFirst() { return first }
-                if state.closed { return .some(nil) }
+            let (ready, drainers) = state.withLock { state -> ((ControlChannel, ControlEndpoint?)??, [CheckedContinuation<Void, Never>]) in
+                if let first = state.queue.popFirst() {
+                    defer { state.drainers.removeAll() }
+                    return (first, state.drainers)
+                }
+                if state.closed { return (.some(nil), []) }
                 state.waiters.append(continuation)
-                return nil
+                return (nil, [])
             }
+            for drainer in drainers { drainer.resume() }
             if let ready { continuation.resume(returning: ready) }
         }
     }
 
     /// Closes both listeners and the connections nobody accepted.
     func close() async {
-        let (v4, queued, waiters) = state.withLock { state in
+        let (v4, queued, waiters, drainers) = state.withLock { state in
             state.closed = true
             defer {
                 state.queue.removeAll()
                 state.waiters.removeAll()
+                state.drainers.removeAll()
             }
-            return (state.v4, Array(state.queue), Array(state.waiters))
+            return (state.v4, Array(state.queue), Array(state.waiters), state.drainers)
         }
-        for waiter in waiters { waiter.resume(returning: nil) }
-        for (channel, _) in queued { await channel.abort() }
+        // The port is free before a waiting accept learns of the close.
         await v4?.close()
         await v6.close()
+        for waiter in waiters { waiter.resume(returning: nil) }
+        for drainer in drainers { drainer.resume() }
+        for (channel, _) in queued { await channel.abort() }
     }
 }
 

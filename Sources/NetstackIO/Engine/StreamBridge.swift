@@ -24,6 +24,8 @@ final class StreamBridges {
     private struct Bridge {
         let descriptor: Int32
         let socket: SocketID
+        /// UDP: the IPv4 socket that shares the descriptor, if any.
+        var companion: SocketID?
         /// `move` (TCP) or `moveDatagrams` (UDP) for the socket's IP version.
         let move: (inout Bridge, Stack) -> Void
         /// Done with the socket in the stack before the descriptor closes (a
@@ -77,7 +79,10 @@ final class StreamBridges {
                      stack.udpClose(I.self, socket)
                      if let companion { stack.udpClose(IPv4.self, companion) }
                  }, onEnd: onEnd)
-        if let companion, let key = bySocket[socket] { bySocket[companion] = key }
+        if let companion, let key = bySocket[socket] {
+            bySocket[companion] = key
+            bridges[key]?.companion = companion
+        }
     }
 
     private func register(_ descriptor: Int32, _ socket: SocketID, move: @escaping (inout Bridge, Stack) -> Void,
@@ -118,7 +123,9 @@ final class StreamBridges {
             bridge.move(&bridge, stack)
             if let end = bridge.failure ?? (bridge.readEnded && bridge.writeEnded ? .finished : nil) {
                 bridges.removeValue(forKey: key)
-                bySocket = bySocket.filter { $0.value != key }
+                for socket in [bridge.socket, bridge.companion].compactMap({ $0 }) where bySocket[socket] == key {
+                    bySocket.removeValue(forKey: socket)
+                }
                 _ = ctap_epoll_remove(poller, bridge.descriptor)
                 bridge.release?(stack)
                 close(bridge.descriptor)
