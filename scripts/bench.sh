@@ -182,7 +182,9 @@ wait_for_stack_port() {
 }
 mkdir -p "$scratch"
 if want local; then
-    in_stack "$runner" --socket "$control" -- "$netbench" serve 5000 > "$out.local" 2>&1 &
+    # Not through the function: $! must be the program itself (ip execs it),
+    # not a subshell whose end would leave the program running.
+    ip netns exec "$stack_ns" "$runner" --socket "$control" -- "$netbench" serve 5000 > "$out.local" 2>&1 &
     local_server=$!
     for _ in $(seq 100); do grep -q serving "$out.local" 2>/dev/null && break; sleep 0.05; done
     local_row "bulk host→program" "Gbit/s" "$(median_of gbps stack send 192.168.69.1 9 "$mib")" \
@@ -204,7 +206,7 @@ end = json.load(sys.stdin).get("end", {})
 print("gbps=%.2f" % ((end.get("sum_received") or end.get("sum") or {}).get("bits_per_second", 0) / 1e9))'
 }
 if want iperf && command -v iperf3 >/dev/null; then
-    in_stack "$runner" --socket "$control" -- iperf3 -s -p 5301 > "$out.iperf" 2>&1 &
+    ip netns exec "$stack_ns" "$runner" --socket "$control" -- iperf3 -s -p 5301 > "$out.iperf" 2>&1 &
     local_server=$!
     wait_for_stack_port 5301 || true
     local_row "iperf3 host→program" "Gbit/s" "$(median_of gbps iperf_gbps -c 192.168.69.1)" \

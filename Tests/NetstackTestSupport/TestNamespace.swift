@@ -251,18 +251,23 @@ public final class BackgroundCommand: @unchecked Sendable {
     private let outputPath: String
 
     /// Starts `sh -c COMMAND` in `namespace`. The shell `exec`s the last
-    /// command, so the process id is the command's own. The command inherits
-    /// the test's open descriptors: open the ones it must not keep with
-    /// O_CLOEXEC (a FIFO's writer, say, or its reader never sees the end).
+    /// command, so the process id is the command's own; it leads a process
+    /// group, which `stop()` ends whole (forked workers too). The command
+    /// inherits the test's open descriptors: open the ones it must not keep
+    /// with O_CLOEXEC (a FIFO's writer, say, or its reader never sees the end).
     public init(in namespace: TestNamespace, _ command: String) throws {
         outputPath = "/tmp/\(namespace.name)-background-\(UUID().uuidString.prefix(8)).out"
-        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let arguments = ["/usr/sbin/ip", "netns", "exec", namespace.name, "sh", "-c",
-                         "exec >\(outputPath) 2>&1; exec \(command)"]
-        var argv = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        let result = posix_spawn(&pid, "/usr/sbin/ip", nil, nil, &argv, environ)
-        guard result == 0 else { throw TestShell.Failure(command: command, status: result, output: "posix_spawn failed") }
+        let output = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw TestShell.Failure(command: command, status: errno, output: "open \(outputPath)") }
+        defer { close(output) }
+        let spawned = TestShell.spawnShell(command, output: output, ownGroup: true, program: "/usr/sbin/ip",
+                                           arguments: ["/usr/sbin/ip", "netns", "exec", namespace.name, "sh", "-c",
+                                                       "exec \(command)"])
+        switch spawned {
+        case .success(let child): pid = child
+        case .failure(let error):
+            throw TestShell.Failure(command: command, status: error.code, output: "posix_spawn failed")
+        }
     }
 
     deinit {
@@ -286,15 +291,19 @@ public final class BackgroundCommand: @unchecked Sendable {
     /// Waits for the command to end by itself; its exit status.
     public func wait() -> Int32 { reap(block: true) ?? -1 }
 
-    /// Ends the command (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    /// Ends the command and what it forked (SIGTERM, then SIGKILL after
+    /// 5 s) and waits for it.
     @discardableResult
     public func stop() -> Int32 {
         if isRunning {
-            kill(pid, SIGTERM)
+            kill(-pid, SIGTERM)
             for _ in 0..<100 where isRunning { usleep(50_000) }
-            if isRunning { kill(pid, SIGKILL) }
+            if isRunning { kill(-pid, SIGKILL) }
         }
-        return wait()
+        let status = wait()
+        // Children the command left behind in its group (nginx's workers).
+        kill(-pid, SIGKILL)
+        return status
     }
 }
 
