@@ -470,9 +470,10 @@ static const char *control_path(void) {
     return socket_path[0] ? socket_path : NETSTACK_DEFAULT_SOCKET;
 }
 
-/// A new control connection that has said hello; -1 with ECONNREFUSED when
-/// netstackd does not answer.
-static int control_connect(void) {
+/// A new control connection that has said hello, with `count` more
+/// requests sent in the same write (their answers are the caller's to read);
+/// -1 with ECONNREFUSED when netstackd does not answer.
+static int control_connect_then(const struct message *then, int count) {
     int fd = REAL(socket)(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct sockaddr_un address = {.sun_family = AF_UNIX};
@@ -483,9 +484,11 @@ static int control_connect(void) {
         errno = ECONNREFUSED;
         return -1;
     }
-    struct message hello = request(HELLO), answer;
-    put16(&hello, 1);
-    if (send_message(fd, &hello) < 0 || read_answer(fd, &answer, WELCOME) < 0) {
+    struct message messages[4], answer;
+    messages[0] = request(HELLO);
+    put16(&messages[0], 1);
+    for (int i = 0; i < count && i < 3; i++) messages[1 + i] = then[i];
+    if (send_messages(fd, messages, 1 + (count < 3 ? count : 3)) < 0 || read_answer(fd, &answer, WELCOME) < 0) {
         int saved = errno == ECONNRESET ? ECONNREFUSED : errno;
         REAL(close)(fd);
         errno = saved;
@@ -514,11 +517,19 @@ static void apply_options(int fd, const struct sock *entry) {
     if (entry->keepalive) set_option(fd, OPTION_KEEPALIVE, 1);
 }
 
+static int finish_stream(int fd, struct sock *entry);
+
 /// Asks for the endpoints and the byte stream (pipelined) and records the
 /// endpoints: the last step of connect and accept.
 static int become_stream(int fd, struct sock *entry) {
-    struct message messages[2] = {request(GET_ENDPOINTS), request(STREAM)}, answer;
+    struct message messages[2] = {request(GET_ENDPOINTS), request(STREAM)};
     if (send_messages(fd, messages, 2) < 0) return -1;
+    return finish_stream(fd, entry);
+}
+
+/// Reads the answers to GET_ENDPOINTS and STREAM (sent already).
+static int finish_stream(int fd, struct sock *entry) {
+    struct message answer;
     if (read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
     size_t at = 1;
     if (!get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length)) entry->local_length = 0;
@@ -750,12 +761,13 @@ int socket(int domain, int type, int protocol) {
     if ((domain != AF_INET && domain != AF_INET6) || !(stream || datagram)) {
         return REAL(socket)(domain, type, protocol);
     }
-    int fd = control_connect();
-    if (fd < 0) return -1;
-    struct message open = request(OPEN_SOCKET);
+    struct message open = request(OPEN_SOCKET), opened;
     put8(&open, domain == AF_INET ? 4 : 6);
     put8(&open, stream ? 1 : 2);
-    if (simple(fd, open) < 0 || !claim(fd, domain, kind)) {
+    // Hello and the open in one write: one round trip.
+    int fd = control_connect_then(&open, 1);
+    if (fd < 0) return -1;
+    if (read_answer(fd, &opened, DONE) < 0 || !claim(fd, domain, kind)) {
         int saved = errno ? errno : EMFILE;
         REAL(close)(fd);
         errno = saved;
@@ -879,13 +891,14 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     for (int i = 1; i <= 8; i++) token = token << 8 | answer.bytes[i];
     int domain = listener->domain;
     post_accept(fd);
-    int connection = control_connect();
+    // One write asks for all of it (hello, join, endpoints, stream), so a
+    // connection costs one round trip to the daemon, not four.
+    struct message steps[3] = {request(JOIN), request(GET_ENDPOINTS), request(STREAM)}, joined;
+    put64(&steps[0], token);
+    int connection = control_connect_then(steps, 3);
     if (connection < 0) return errno = ECONNABORTED, -1;
-    struct message join = request(JOIN), joined;
-    put64(&join, token);
     struct sock *entry = claim(connection, domain, SOCK_STREAM);
-    if (!entry || send_message(connection, &join) < 0 || read_answer(connection, &joined, DONE) < 0 ||
-        become_stream(connection, entry) < 0) {
+    if (!entry || read_answer(connection, &joined, DONE) < 0 || finish_stream(connection, entry) < 0) {
         release(connection);
         REAL(close)(connection);
         return errno = ECONNABORTED, -1;
@@ -928,13 +941,13 @@ int connect(int fd, const struct sockaddr *address, socklen_t length) {
         // An IPv4 peer through an IPv6 socket: the stack needs an IPv4 one,
         // under the same descriptor number.
         if (entry->state != OPEN) return errno = EAFNOSUPPORT, -1;
-        int replacement = control_connect();
-        if (replacement < 0) return -1;
-        struct message open = request(OPEN_SOCKET);
+        struct message open = request(OPEN_SOCKET), opened;
         put8(&open, 4);
         put8(&open, 1);
+        int replacement = control_connect_then(&open, 1);
+        if (replacement < 0) return -1;
         int status = fcntl(fd, F_GETFL), descriptor_flags = fcntl(fd, F_GETFD);
-        if (simple(replacement, open) < 0 || REAL(dup2)(replacement, fd) < 0) {
+        if (read_answer(replacement, &opened, DONE) < 0 || REAL(dup2)(replacement, fd) < 0) {
             int saved = errno;
             REAL(close)(replacement);
             return errno = saved, -1;
