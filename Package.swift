@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "NetstackCoreTests", dependencies: ["NetstackCore", "NetstackWire", "NetstackTestSupport"],
                     swiftSettings: lifetimes),
         .testTarget(name: "NetstackDaemonTests",
-                    dependencies: ["NetstackDaemon", "NetstackCore", "NetstackWire", "NetstackTestSupport"],
+                    dependencies: ["NetstackDaemon", "NetstackControl", "NetstackCore", "NetstackWire", "NetstackTestSupport"],
                     swiftSettings: lifetimes),
         .testTarget(name: "NetstackSocketsTests",
                     dependencies: ["NetstackSockets", "NetstackCore", "NetstackIO", "NetstackWire", "NetstackTestSupport"],

@@ -272,7 +272,7 @@ int netstack_preload_socket_count(void) {
 
 enum {
     HELLO = 0x01, OPEN_SOCKET = 0x03, JOIN = 0x04, BIND = 0x10, LISTEN = 0x11, ACCEPT = 0x12, CONNECT = 0x13,
-    GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B,
+    GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B, ACCEPT_STREAM = 0x1C,
     DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, TOKEN = 0x93, FAILURE = 0xFF,
 };
 enum {
@@ -799,9 +799,11 @@ int bind(int fd, const struct sockaddr *address, socklen_t length) {
 }
 
 /// The only accept request a listening socket keeps waiting: its answer
-/// is what makes the descriptor readable.
+/// is what makes the descriptor readable. It asks for the connection as a
+/// byte stream at once: the answer carries the endpoints and, attached, the
+/// descriptor that is the accepted socket.
 static int post_accept(int fd) {
-    struct message m = request(ACCEPT);
+    struct message m = request(ACCEPT_STREAM);
     return send_message(fd, &m);
 }
 
@@ -835,10 +837,12 @@ static int answer_waiting(int fd) {
     return (size_t)n >= 4 + length;
 }
 
-/// Takes a whole answer if one waits, without blocking: 1 with it in `m`, 0
-/// if none (or another process took it first), -1 for a failure answer or
-/// an ended connection (errno set).
-static int take_waiting_answer(int fd, struct message *m, uint8_t expected) {
+/// Takes a whole answer if one waits, without blocking: 1 with it in `m` and
+/// the descriptor that came with it in `*passed` (-1 if none), 0 if none
+/// (or another process took it first), -1 for a failure answer or an ended
+/// connection (errno set).
+static int take_waiting_answer(int fd, struct message *m, uint8_t expected, int *passed) {
+    *passed = -1;
     if (!answer_waiting(fd)) return 0;
     uint8_t frame[sizeof m->bytes + 4];
     ssize_t n = REAL(recv)(fd, frame, 4, MSG_PEEK | MSG_DONTWAIT);
@@ -846,16 +850,33 @@ static int take_waiting_answer(int fd, struct message *m, uint8_t expected) {
     if (n < 4) return 0;
     size_t length = (size_t)frame[0] << 24 | (size_t)frame[1] << 16 | (size_t)frame[2] << 8 | frame[3];
     if (length == 0 || length > sizeof m->bytes) return errno = EPROTO, -1;
-    n = REAL(recv)(fd, frame, 4 + length, MSG_DONTWAIT);
+    // One call takes the whole frame and what is attached to it, so that
+    // of several processes waiting on the listener exactly one gets both.
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct iovec piece = {frame, 4 + length};
+    struct msghdr message = {.msg_iov = &piece, .msg_iovlen = 1,
+                             .msg_control = control.space, .msg_controllen = sizeof control.space};
+    n = REAL(recvmsg)(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0) return errno == EAGAIN ? 0 : -1;
-    if ((size_t)n < 4 + length) {
-        // Cut (very unlikely: the daemon writes a frame at once): the rest follows.
-        if (read_all(fd, frame + n, 4 + length - n) < 0) return -1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS &&
+            header->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            memcpy(passed, CMSG_DATA(header), sizeof(int));
+        }
     }
+    // Cut (very unlikely: the daemon writes a frame at once): the rest follows.
+    int whole = (size_t)n >= 4 + length || read_all(fd, frame + n, 4 + length - n) == 0;
     memcpy(m->bytes, frame + 4, length);
     m->length = length;
-    if (m->bytes[0] == FAILURE) return errno = failure_errno(m), -1;
-    if (m->bytes[0] != expected) return errno = EPROTO, -1;
+    int error = !whole ? errno : m->bytes[0] == FAILURE ? failure_errno(m) : m->bytes[0] != expected ? EPROTO : 0;
+    if (error) {
+        if (*passed >= 0) REAL(close)(*passed);
+        *passed = -1;
+        return errno = error, -1;
+    }
     return 1;
 }
 
@@ -865,13 +886,13 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     if (listener->type == SOCK_DGRAM) return errno = EOPNOTSUPP, -1;
     if (listener->state != LISTENING) return errno = EINVAL, -1;
     struct message answer;
-    int taken;
+    int taken, connection;
     // Several processes may wait on one listener (workers forked after
     // listen): each takes a whole answer in one read, and the one that gets
     // it serves the connection; the others go on waiting (or see EAGAIN).
     int nonblocking = fcntl(fd, F_GETFL) & O_NONBLOCK;
     for (;;) {
-        taken = take_waiting_answer(fd, &answer, TOKEN);
+        taken = take_waiting_answer(fd, &answer, ENDPOINTS, &connection);
         if (taken != 0) break;
         if (nonblocking) return errno = EAGAIN, -1;
         // A signal ends the wait with EINTR, as the kernel's accept does.
@@ -887,22 +908,18 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
         errno = saved == ECONNRESET ? EINVAL : saved;
         return -1;
     }
-    uint64_t token = 0;
-    for (int i = 1; i <= 8; i++) token = token << 8 | answer.bytes[i];
     int domain = listener->domain;
     post_accept(fd);
-    // One write asks for all of it (hello, join, endpoints, stream), so a
-    // connection costs one round trip to the daemon, not four.
-    struct message steps[3] = {request(JOIN), request(GET_ENDPOINTS), request(STREAM)}, joined;
-    put64(&steps[0], token);
-    int connection = control_connect_then(steps, 3);
-    if (connection < 0) return errno = ECONNABORTED, -1;
-    struct sock *entry = claim(connection, domain, SOCK_STREAM);
-    if (!entry || read_answer(connection, &joined, DONE) < 0 || finish_stream(connection, entry) < 0) {
-        release(connection);
-        REAL(close)(connection);
+    // The answer's descriptor is the connection's byte stream already.
+    struct sock *entry = connection >= 0 ? claim(connection, domain, SOCK_STREAM) : NULL;
+    if (!entry) {
+        if (connection >= 0) REAL(close)(connection);
         return errno = ECONNABORTED, -1;
     }
+    size_t at = 1;
+    if (!get_endpoint(&answer, &at, domain, &entry->local, &entry->local_length)) entry->local_length = 0;
+    if (!get_endpoint(&answer, &at, domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
+    set_state(entry, CONNECTED);
     apply_flags(connection, flags);
     if (address && length) {
         socklen_t size = entry->peer_length < *length ? entry->peer_length : *length;

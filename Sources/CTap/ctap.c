@@ -213,6 +213,24 @@ static int epoll_control(int epfd, int operation, int fd, unsigned int events, u
     return epoll_ctl(epfd, operation, fd, &event) < 0 ? -errno : 0;
 }
 
+long ctap_send_with_descriptor(int socket, const void *bytes, unsigned long length, int descriptor) {
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec piece = {(void *)bytes, length};
+    struct msghdr message = {.msg_iov = &piece, .msg_iovlen = 1,
+                             .msg_control = control.space, .msg_controllen = sizeof control.space};
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &descriptor, sizeof(int));
+    ssize_t sent = sendmsg(socket, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return sent < 0 ? -errno : sent;
+}
+
 int ctap_epoll_add(int epfd, int fd, unsigned int events, unsigned long long tag) {
     return epoll_control(epfd, EPOLL_CTL_ADD, fd, events, tag);
 }

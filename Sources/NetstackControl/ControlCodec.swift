@@ -14,7 +14,7 @@ public enum ControlCodec {
         case .join(let token): body.u64(token)
         case .bind(let endpoint), .connect(let endpoint): body.endpoint(endpoint)
         case .listen(let backlog): body.u32(backlog)
-        case .accept, .clone, .close, .getEndpoints, .stream: break
+        case .accept, .clone, .close, .getEndpoints, .stream, .acceptStream: break
         case .send(let bytes, let to):
             body.optionalEndpoint(to)
             body.data(bytes)
@@ -92,6 +92,7 @@ public enum ControlCodec {
             guard let option = SocketOption(rawValue: raw) else { throw ControlError(.malformed, "unknown option \(raw)") }
             message = .setOption(option, try reader.u64())
         case 0x1B: message = .stream
+        case 0x1C: message = .acceptStream
         case 0x80: message = .done(try reader.u64())
         case 0x81: message = .welcome(version: try reader.u16())
         case 0x82: message = .queryResult(try reader.data())

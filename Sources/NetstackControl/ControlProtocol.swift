@@ -125,6 +125,12 @@ public enum ControlMessage: Equatable, Sendable {
     /// carries the socket's bytes, both ways, and no more messages; shutting
     /// down its write side sends FIN, the peer's FIN shuts down the daemon's.
     case stream
+    /// Listeners: the next connection as a byte stream at once. Answered
+    /// with `.endpoints` (local, peer) and, attached to that frame
+    /// (SCM_RIGHTS), a Unix stream descriptor that carries the connection's
+    /// bytes as a `stream` connection would: no `join` and no new control
+    /// connection per accepted connection.
+    case acceptStream
 
     case welcome(version: UInt16)
     /// A query's answer: a JSON document of the query's `Codable` type.
@@ -155,6 +161,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .getEndpoints: 0x19
         case .setOption: 0x1A
         case .stream: 0x1B
+        case .acceptStream: 0x1C
         case .done: 0x80
         case .welcome: 0x81
         case .queryResult: 0x82

@@ -92,6 +92,11 @@ enum {
 };
 /// Edge-triggered: report a change of readiness once.
 static const unsigned int CTAP_EPOLL_EDGE = 1u << 31;
+/// Sends `length` bytes on the Unix socket `socket` (non-blocking, no
+/// SIGPIPE) with `descriptor` attached (SCM_RIGHTS). The bytes sent, or
+/// -errno. The descriptor travels with the first byte, so a partial send
+/// has passed it already.
+long ctap_send_with_descriptor(int socket, const void *bytes, unsigned long length, int descriptor);
 int ctap_epoll_create(void);
 int ctap_epoll_add(int epfd, int fd, unsigned int events, unsigned long long tag);
 int ctap_epoll_modify(int epfd, int fd, unsigned int events, unsigned long long tag);

@@ -82,6 +82,8 @@ final class ControlSession {
                 await context.runtime.unwatch(client)
                 await open.stream(to: client)
                 return true
+            case .message(.acceptStream):
+                guard await acceptStream() else { return await closeChannel() }
             case .message(let message):
                 let (answer, end) = await handle(message)
                 guard await reply(answer), !end else { return await closeChannel() }
@@ -95,6 +97,32 @@ final class ControlSession {
     private func closeChannel() async -> Bool {
         if let channel { await channel.close() }
         return false
+    }
+
+    /// `acceptStream`: takes the listener's next connection, joins it to one
+    /// end of a new socket pair and sends the other end with the endpoints
+    /// (docs/control-protocol.md). False once the client is gone.
+    private func acceptStream() async -> Bool {
+        guard let listener = channel else {
+            return await reply(.failure(ControlError(.wrongState, "open or join a socket first")))
+        }
+        let (answer, accepted) = await listener.handle(.accept)
+        guard let accepted else { return await reply(answer) }
+        let (endpoints, _) = await accepted.handle(.getEndpoints)
+        guard case .endpoints = endpoints else {
+            await accepted.abort()
+            return await reply(endpoints)
+        }
+        var pair: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            let code = errno
+            await accepted.abort()
+            return await reply(.failure(ControlError(.socket, errno: code, "socketpair: \(String(cString: strerror(code)))")))
+        }
+        // The engine owns pair[0] from here; the client gets a copy of pair[1].
+        await accepted.stream(to: pair[0])
+        defer { close(pair[1]) }
+        return await io.write(ControlCodec.encode(endpoints), passing: pair[1])
     }
 
     /// The answer to one request, and whether the connection ends after it.

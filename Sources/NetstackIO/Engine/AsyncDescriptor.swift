@@ -1,3 +1,4 @@
+import CTap
 import Glibc
 
 /// A stream descriptor read and written by a task without blocking a
@@ -27,9 +28,30 @@ public struct AsyncDescriptor: Sendable {
         }
     }
 
+    /// Writes all of `bytes` with `descriptor` attached to the first of
+    /// them (SCM_RIGHTS; a Unix socket only); false once the peer is gone.
+    /// The caller still owns `descriptor` and closes its copy.
+    public func write(_ bytes: [UInt8], passing descriptor: Int32) async -> Bool {
+        precondition(!bytes.isEmpty, "a descriptor travels with a byte")
+        while true {
+            let n = bytes.withUnsafeBytes { ctap_send_with_descriptor(self.descriptor, $0.baseAddress, UInt($0.count), descriptor) }
+            if n > 0 { return await write(bytes, from: n) }
+            if n == -Int(EINTR) { continue }
+            if n == -Int(EAGAIN) {
+                if !(await runtime.waitWritable(self.descriptor)) { return false }
+                continue
+            }
+            return false
+        }
+    }
+
     /// Writes all of `bytes`; false once the peer is gone.
     public func write(_ bytes: [UInt8]) async -> Bool {
-        var offset = 0
+        await write(bytes, from: 0)
+    }
+
+    private func write(_ bytes: [UInt8], from start: Int) async -> Bool {
+        var offset = start
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes {
                 send(descriptor, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
