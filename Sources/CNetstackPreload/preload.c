@@ -210,7 +210,9 @@ static struct sock *claim(int fd, int domain, int type) {
         if (had_lock) entry->io = io; else pthread_mutex_init(&entry->io, NULL);
         entry->domain = domain;
         entry->type = type;
-        entry->receive_buffer = entry->send_buffer = type == SOCK_DGRAM ? 212992 : 256 * 1024;
+        // The stack's defaults (TCPSettings), as getsockopt reports them.
+        entry->receive_buffer = type == SOCK_DGRAM ? 212992 : 256 * 1024;
+        entry->send_buffer = type == SOCK_DGRAM ? 212992 : 1024 * 1024;
         served++;
         if (type == SOCK_DGRAM) __atomic_add_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&entry->used, 1, __ATOMIC_RELEASE);
