@@ -89,14 +89,56 @@ import Testing
         }
     }
 
+    /// The driver with `limits` for ICMP errors, the host resolved.
+    func resolvedDriver(icmp limits: (inout ICMPLimits) -> Void) -> StackDriver {
+        var configuration = FixtureReplay.replayConfiguration
+        limits(&configuration.icmp)
+        let driver = StackDriver(configuration)
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        _ = driver.takeSent()
+        return driver
+    }
+
     @Test func errorsAreRateLimited() {
-        let driver = resolvedDriver()
+        // The limit for all destinations alone.
+        let driver = resolvedDriver { $0.perDestinationInterval = nil }
         for _ in 0..<100 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1])) }
         #expect(driver.takeSent().count == 50, "the burst")
         #expect(driver.stack.counters[.icmpErrorRateLimited] == 50)
         driver.advance(by: .milliseconds(10))
         for _ in 0..<20 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1])) }
         #expect(driver.takeSent().count == 10, "1000 per second refill 10 in 10 ms")
+    }
+
+    /// Linux's icmp_ratelimit: a burst of 6 to one destination, then one a
+    /// second; another destination has a budget of its own.
+    @Test func errorsToOneDestinationAreLimitedToABurstThenOneASecond() {
+        let driver = resolvedDriver()
+        for _ in 0..<200 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1])) }
+        #expect(driver.takeSent().count == 6, "the per-destination burst")
+        #expect(driver.stack.counters[.icmpErrorRateLimited] == 194)
+        driver.advance(by: .milliseconds(500))
+        driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1]))
+        #expect(driver.takeSent().isEmpty, "half a token")
+        driver.advance(by: .milliseconds(500))
+        for _ in 0..<5 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1])) }
+        #expect(driver.takeSent().count == 1, "one a second")
+        // Another host on the link: its own burst (each error waits for its
+        // neighbour to resolve; the counter says they were sent).
+        let other = IPv4Address(192, 168, 69, 101)
+        for _ in 0..<10 { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1], source: other)) }
+        #expect(driver.stack.counters[.icmpErrorsSent] == 6 + 1 + 6)
+    }
+
+    @Test func aFullTableOfDestinationsForgetsIdleOnesAndRefusesNewOnes() {
+        let driver = resolvedDriver { $0.trackedDestinations = 2 }
+        let sources = (101...103).map { IPv4Address(192, 168, 69, UInt8($0)) }
+        for source in sources { driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1], source: source)) }
+        #expect(driver.stack.counters[.icmpErrorsSent] == 2, "the third destination does not fit")
+        // Idle for burst × interval: the first two are as good as new and go.
+        driver.advance(by: .seconds(6))
+        driver.receive(host.ipv4Packet(IPProtocol(rawValue: 253), [1], source: sources[2]))
+        #expect(driver.stack.counters[.icmpErrorsSent] == 3)
     }
 
     @Test func noErrorAboutAnErrorOrABroadcast() {

@@ -64,6 +64,14 @@ import Testing
             "\(error)" == "x.toml: limits.reassembly-memory: must be at least 65536"
         }
         #expect {
+            _ = try ConfigurationFile.parse("[limits]\nicmp-destination-burst = -1\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: limits.icmp-destination-burst: must not be negative"
+        }
+        let unlimited = try ConfigurationFile.parse("[limits]\nicmp-destination-interval-ms = 0\n", source: "x.toml")
+        #expect(unlimited.stackConfiguration.icmp.perDestinationInterval == nil)
+        #expect(DaemonConfiguration().stackConfiguration.icmp.perDestinationInterval == .seconds(1))
+        #expect {
             _ = try ConfigurationFile.parse("[interface]\ngateways = [\"10.0.0.1\", \"10.0.0.2\"]\n", source: "y.toml")
         } throws: { error in
             "\(error)".contains("interface.gateways")

@@ -60,4 +60,48 @@ struct UDPServiceTests {
         #expect(daemon.stop() == 0)
         #expect((daemon.finalCounters["drop.udp.noSocket"] ?? 0) >= 5)
     }
+    /// A scan of 200 closed ports in one second from one host draws the
+    /// per-destination burst and about one error a second more (Linux:
+    /// icmp_ratelimit), not 200 (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)).
+    @Test func aScanOfClosedPortsDrawsNoMoreErrorsThanTheLimit() throws {
+        let namespace = try TestNamespace("udpscan")
+        defer { namespace.remove() }
+        try namespace.addHostTap()
+        let daemon = try DaemonProcess(in: namespace)
+        defer { daemon.stop() }
+        // Sends a datagram every 5 ms to the next closed port and counts the
+        // port unreachables that come back (a raw ICMP socket sees them all).
+        let script = """
+            import select, socket, time
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            unreachables = 0
+            def collect(wait):
+                global unreachables
+                while select.select([raw], [], [], wait)[0]:
+                    packet, (source, _) = raw.recvfrom(2048)
+                    ihl = (packet[0] & 15) * 4
+                    if source == "192.168.69.1" and packet[ihl] == 3 and packet[ihl + 1] == 3:
+                        unreachables += 1
+                    wait = 0
+            start = time.monotonic()
+            for port in range(20000, 20200):
+                udp.sendto(b"probe", ("192.168.69.1", port))
+                collect(0.005)
+            collect(0.5)
+            print(unreachables, round(time.monotonic() - start, 2))
+            """
+        let path = "/tmp/\(namespace.name)-scan.py"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let answer = try namespace.run("timeout 20 python3 \(path)").split(separator: " ")
+        let unreachables = Int(answer.first ?? "") ?? -1
+        let seconds = Double(answer.last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+        // The burst of 6, one a second after it (the run lasts 1–2 s).
+        #expect((6...(6 + Int(seconds.rounded(.up)))).contains(unreachables),
+                "\(unreachables) port unreachables for 200 probes in \(seconds) s")
+        #expect(daemon.stop() == 0)
+        #expect((daemon.finalCounters["drop.icmp.errorRateLimited"] ?? 0) >= 190, "\(daemon.finalCounters)")
+        print("200 probes to closed ports in \(seconds) s: \(unreachables) port unreachables")
+    }
 }

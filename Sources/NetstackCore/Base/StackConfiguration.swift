@@ -83,10 +83,21 @@ public struct ReassemblyLimits: Sendable {
 }
 
 /// ICMP error rate limiting (RFC 4443 §2.4(f), RFC 1812 §4.3.2.8): a token
-/// bucket per version, as Linux's icmp_msgs_per_sec / icmp_msgs_burst.
+/// bucket per version for all errors, as Linux's icmp_msgs_per_sec /
+/// icmp_msgs_burst, and one per destination, as Linux's icmp_ratelimit
+/// with its burst of 6, so that a scan of closed ports from one host draws a
+/// handful of errors, not one per probe. "Packet too big" is exempt from the
+/// per-destination limit (path MTU discovery depends on it; Linux does the
+/// same).
 public struct ICMPLimits: Sendable {
     public var errorsPerSecond = 1000
     public var burst = 50
+    /// One more error to a destination per interval; nil: no per-destination limit.
+    public var perDestinationInterval: Duration? = .seconds(1)
+    public var perDestinationBurst = 6
+    /// Destinations tracked at most; when all are recent, errors to new
+    /// ones wait (are not sent) until old ones are idle.
+    public var trackedDestinations = 4096
     /// Answer echo requests sent to an IPv4 broadcast address (Linux: no).
     public var answerBroadcastEcho = false
 }

@@ -49,6 +49,11 @@ extension Stack {
         let layer = I.layer(of: self)
         guard !isAboutICMPError, !source.isUnspecified, !source.isMulticast,
               !I.isBroadcast(source, in: layer) else { return }
+        if case .packetTooBig = error {
+            // Exempt from the per-destination limit: path MTU discovery.
+        } else if layer.icmpErrorsByDestination?.take(source, now: now) == false {
+            return counters.drop(.icmpErrorRateLimited)
+        }
         guard layer.icmpErrors.take(now: now) else { return counters.drop(.icmpErrorRateLimited) }
         guard let from = ourAddress ?? sourceAddress(I.self, for: source) else { return }
         let quoteLength = min(packet.byteCount, I.icmpErrorMaximumLength)

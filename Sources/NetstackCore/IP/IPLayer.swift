@@ -53,6 +53,7 @@ public final class IPLayer<I: IPVersion> {
     var tcp = TCPTable<I>()
     var reassembler: Reassembler<I>
     var icmpErrors: TokenBucket
+    var icmpErrorsByDestination: DestinationBuckets<I.Address>?
     /// The next identification for fragmented (and, for IPv4, all) datagrams.
     var nextIdentification: UInt32
     var hopLimit: UInt8
@@ -70,6 +71,10 @@ public final class IPLayer<I: IPVersion> {
         reassembler = Reassembler(limits: configuration.reassembly)
         icmpErrors = TokenBucket(ratePerSecond: configuration.icmp.errorsPerSecond, burst: configuration.icmp.burst,
                                  now: now)
+        icmpErrorsByDestination = configuration.icmp.perDestinationInterval.map {
+            DestinationBuckets(interval: $0, burst: configuration.icmp.perDestinationBurst,
+                               capacity: configuration.icmp.trackedDestinations)
+        }
         nextIdentification = UInt32.random(in: 0...UInt32.max, using: &random)
         hopLimit = configuration.defaultHopLimit
         linkMTU = configuration.mtu
@@ -132,6 +137,55 @@ struct TokenBucket {
         updated = now
         guard tokens >= 1 else { return false }
         tokens -= 1
+        return true
+    }
+}
+
+/// A token bucket per destination: `burst` tokens, one more per `interval`
+/// (Linux keeps the same in its inet_peer entries). At most `capacity`
+/// destinations are tracked; a full table first forgets the ones whose
+/// bucket has refilled (idle for burst × interval, indistinguishable from
+/// new), and if all are recent refuses new destinations, so that spoofed
+/// sources cannot grow it.
+struct DestinationBuckets<Address: Hashable> {
+    let interval: Duration
+    let burst: Int
+    let capacity: Int
+    private var buckets: [Address: (tokens: Double, updated: Instant)] = [:]
+    /// When a sweep of a full table last found nothing to forget.
+    private var fruitlessSweep: Instant?
+
+    init(interval: Duration, burst: Int, capacity: Int) {
+        self.interval = interval
+        self.burst = burst
+        self.capacity = max(1, capacity)
+    }
+
+    var count: Int { buckets.count }
+
+    /// Takes a token for `destination` if it has one.
+    mutating func take(_ destination: Address, now: Instant) -> Bool {
+        let perSecond = 1 / max(interval.seconds, 1e-9)
+        if var bucket = buckets[destination] {
+            let elapsed = max(0, (now - bucket.updated).seconds)
+            bucket.tokens = min(Double(burst), bucket.tokens + elapsed * perSecond)
+            bucket.updated = now
+            let allowed = bucket.tokens >= 1
+            if allowed { bucket.tokens -= 1 }
+            buckets[destination] = bucket
+            return allowed
+        }
+        guard burst > 0 else { return false }
+        if buckets.count >= capacity {
+            guard fruitlessSweep.map({ now - $0 >= interval }) ?? true else { return false }
+            let refill = interval * burst
+            buckets = buckets.filter { now - $0.value.updated < refill }
+            guard buckets.count < capacity else {
+                fruitlessSweep = now
+                return false
+            }
+        }
+        buckets[destination] = (Double(burst - 1), now)
         return true
     }
 }

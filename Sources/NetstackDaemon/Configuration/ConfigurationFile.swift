@@ -120,6 +120,10 @@ public enum ConfigurationFile {
             if let entries = try limits.int("neighbor-entries") { configuration.neighborEntries = entries }
             if let rate = try limits.int("icmp-errors-per-second") { configuration.icmpErrorsPerSecond = rate }
             if let burst = try limits.int("icmp-error-burst") { configuration.icmpErrorBurst = burst }
+            if let interval = try limits.int("icmp-destination-interval-ms") {
+                configuration.icmpDestinationIntervalMilliseconds = interval
+            }
+            if let burst = try limits.int("icmp-destination-burst") { configuration.icmpDestinationBurst = burst }
             try limits.finish()
         }
         if var services = try top.section("services") {

@@ -30,6 +30,10 @@ public struct DaemonConfiguration: Sendable {
     public var neighborEntries = 1024
     public var icmpErrorsPerSecond = 1000
     public var icmpErrorBurst = 50
+    /// Milliseconds per further ICMP error to one destination; 0: no
+    /// per-destination limit.
+    public var icmpDestinationIntervalMilliseconds = 1000
+    public var icmpDestinationBurst = 6
     /// The built-in services to run.
     public var services: [ServiceSetting] = []
     /// The control socket's path; nil: no control socket.
@@ -64,6 +68,9 @@ public struct DaemonConfiguration: Sendable {
         stack.neighbors.maximumEntries = neighborEntries
         stack.icmp.errorsPerSecond = icmpErrorsPerSecond
         stack.icmp.burst = icmpErrorBurst
+        stack.icmp.perDestinationInterval = icmpDestinationIntervalMilliseconds == 0
+            ? nil : .milliseconds(icmpDestinationIntervalMilliseconds)
+        stack.icmp.perDestinationBurst = icmpDestinationBurst
         return stack
     }
 
@@ -110,8 +117,10 @@ public struct DaemonConfiguration: Sendable {
         guard neighborEntries >= 1 else {
             throw ConfigurationError(field: "limits.neighbor-entries", message: "must be at least 1")
         }
-        guard icmpErrorsPerSecond >= 0, icmpErrorBurst >= 0 else {
-            throw ConfigurationError(field: "limits.icmp-errors-per-second", message: "must not be negative")
+        for (value, field) in [(icmpErrorsPerSecond, "icmp-errors-per-second"), (icmpErrorBurst, "icmp-error-burst"),
+                               (icmpDestinationIntervalMilliseconds, "icmp-destination-interval-ms"),
+                               (icmpDestinationBurst, "icmp-destination-burst")] where value < 0 {
+            throw ConfigurationError(field: "limits.\(field)", message: "must not be negative")
         }
         guard (0...10).contains(dadTransmits) else {
             throw ConfigurationError(field: "ipv6.dad-transmits", message: "must be 0...10")

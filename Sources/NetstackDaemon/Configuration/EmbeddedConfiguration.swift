@@ -65,9 +65,15 @@ router-solicitations = 3
 reassembly-memory = 4194304
 # Neighbour cache entries (ARP and NDP each).
 neighbor-entries = 1024
-# ICMP errors per second and burst (RFC 4443 §2.4(f)).
+# ICMP errors per second and burst, all destinations together (RFC 4443
+# §2.4(f), RFC 1812 §4.3.2.8).
 icmp-errors-per-second = 1000
 icmp-error-burst = 50
+# And to any one destination: a burst, then one error per interval (Linux:
+# icmp_ratelimit, 1000 ms, burst 6), so that a port scan from one host draws
+# a handful of unreachables. "Packet too big" is exempt. 0 ms: no limit.
+icmp-destination-interval-ms = 1000
+icmp-destination-burst = 6
 
 # Built-in services (RFC 862 echo, RFC 863 discard, RFC 867 daytime, RFC 864
 # chargen), each on its port over the listed transports, on every address of
