@@ -130,3 +130,18 @@ let package = Package(
                     swiftSettings: lifetimes),
     ]
 )
+
+// libFuzzer harnesses (Sources/Fuzz): only when scripts/fuzz.sh asks, since
+// they have no `main` of their own (libFuzzer's) and link only with
+// `--sanitize fuzzer`.
+if Context.environment["NETSTACK_FUZZ"] != nil {
+    package.targets += [
+        .executableTarget(name: "fuzz-stack", dependencies: ["NetstackCore", "NetstackWire"], path: "Sources/Fuzz/Stack",
+                          swiftSettings: lifetimes),
+        .executableTarget(name: "fuzz-control", dependencies: ["NetstackControl"], path: "Sources/Fuzz/Control"),
+    ]
+    package.products += [
+        .executable(name: "fuzz-stack", targets: ["fuzz-stack"]),
+        .executable(name: "fuzz-control", targets: ["fuzz-control"]),
+    ]
+}
