@@ -139,9 +139,11 @@ if Context.environment["NETSTACK_FUZZ"] != nil {
         .executableTarget(name: "fuzz-stack", dependencies: ["NetstackCore", "NetstackWire"], path: "Sources/Fuzz/Stack",
                           swiftSettings: lifetimes),
         .executableTarget(name: "fuzz-control", dependencies: ["NetstackControl"], path: "Sources/Fuzz/Control"),
+        .executableTarget(name: "fuzz-wire", dependencies: ["NetstackWire"], path: "Sources/Fuzz/Wire"),
     ]
     package.products += [
         .executable(name: "fuzz-stack", targets: ["fuzz-stack"]),
         .executable(name: "fuzz-control", targets: ["fuzz-control"]),
+        .executable(name: "fuzz-wire", targets: ["fuzz-wire"]),
     ]
 }

@@ -174,7 +174,10 @@ public struct Dissection: Hashable, Sendable, CustomStringConvertible {
         switch network {
         case .arp(let arp):
             frame.withMutableBytes(networkStart..<(networkStart + arp.length)) { arp.emit(into: &$0) }
-        case .ipv4(let ip):
+        case .ipv4(var ip):
+            // The packet's length is what is emitted: bytes a UDP length left
+            // out of the datagram (receivers trim them, as Linux does) are not kept.
+            ip.payloadLength = networkEnd - networkStart - ip.headerLength
             let transportStart = networkStart + ip.headerLength
             emitTransport(into: &frame, at: transportStart, end: networkEnd,
                           pseudoHeader: { sum, proto, length in
@@ -182,7 +185,8 @@ public struct Dissection: Hashable, Sendable, CustomStringConvertible {
                                                   protocol: proto, length: length)
                           }, v6: nil)
             frame.withMutableBytes(networkStart..<networkEnd) { ip.emit(into: &$0) }
-        case .ipv6(let ip, let extensions):
+        case .ipv6(var ip, let extensions):
+            ip.payloadLength = networkEnd - networkStart - ip.headerLength
             var offset = networkStart + ip.headerLength
             for record in extensions {
                 frame.withMutableBytes(offset..<(offset + record.bytes.count)) { span in

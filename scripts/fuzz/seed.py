@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Seeds the fuzzers' corpora: each fixture capture's host-side frames as
-an input of fuzz-stack (plain Ethernet and behind virtio-net headers), and
-a few control messages for fuzz-control. Usage: seed.py FIXTURES OUT"""
+an input of fuzz-stack (plain Ethernet and behind virtio-net headers), the
+captures' distinct frames one per input of fuzz-wire, and a few control
+messages for fuzz-control. Usage: seed.py FIXTURES OUT"""
 import os
 import struct
 import sys
@@ -48,15 +49,21 @@ def stack_input(path, virtio):
 
 def main():
     fixtures, out = sys.argv[1], sys.argv[2]
-    stack, control = os.path.join(out, "stack"), os.path.join(out, "control")
-    os.makedirs(stack, exist_ok=True)
-    os.makedirs(control, exist_ok=True)
+    stack, control, wire = (os.path.join(out, name) for name in ("stack", "control", "wire"))
+    for directory in (stack, control, wire):
+        os.makedirs(directory, exist_ok=True)
     for name in sorted(os.listdir(fixtures)):
         if not name.endswith(".pcap"):
             continue
         for virtio in (False, True):
             with open(os.path.join(stack, f"{name}{'-virtio' if virtio else ''}"), "wb") as f:
                 f.write(stack_input(os.path.join(fixtures, name), virtio))
+        # The first frames of each capture (handshakes, fragments, errors).
+        for index, (_, frame) in enumerate(frames(os.path.join(fixtures, name))):
+            if index >= 40:
+                break
+            with open(os.path.join(wire, f"{name}-{index}"), "wb") as f:
+                f.write(frame)
     messages = {
         "hello": b"\x01\x00\x01", "query": b"\x02\x04", "open": b"\x03\x06\x01", "join": b"\x04" + bytes(8),
         "listen": b"\x11\x00\x00\x10\x00", "accept": b"\x12", "accept-stream": b"\x1c", "stream": b"\x1b",
