@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS must be a whole number, not $seconds" >&2; exit 2 ;; esac
 scratch=.build-fuzz
+mkdir -p "$scratch"
 harnesses=(fuzz-stack fuzz-wire fuzz-control)
 for harness in "${harnesses[@]}"; do
     # Without --disable-dead-strip the linker drops the coverage counters, and
@@ -20,7 +21,8 @@ for harness in "${harnesses[@]}"; do
     # the core) lose `-sanitize=fuzzer` on the way to the frontend, so the
     # coverage instrumentation is asked for by name as well.
     NETSTACK_FUZZ=1 swift build --scratch-path "$scratch" --sanitize fuzzer --sanitize address --disable-dead-strip \
-        -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --product "$harness" >/dev/null
+        -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --product "$harness" \
+        > "$scratch/build.log" 2>&1 || { cat "$scratch/build.log" >&2; exit 1; }
 done
 python3 scripts/fuzz/seed.py Tests/Fixtures/pcap "$scratch/seeds"
 mkdir -p "$scratch/crashes"
