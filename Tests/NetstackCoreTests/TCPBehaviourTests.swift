@@ -231,6 +231,43 @@ import Testing
 
     /// A flood of SYNs fills the SYN queue; after that, SYN cookies keep
     /// answering without keeping state, and a real client still connects.
+    /// `maximumConnectionsPerPeer`: SYNs past it are dropped and counted,
+    /// and a connection that ends makes room again.
+    @Test func connectionsFromOnePeerAreCapped() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 12, right: { $0.tcp.maximumConnectionsPerPeer = 3 })
+        let listener = simulation.right.tcpOpen(IPv4.self)
+        try simulation.right.tcpBind(IPv4.self, listener, to: .any(port: 7))
+        try simulation.right.tcpListen(IPv4.self, listener, backlog: 16)
+        let clients = try (0..<5).map { _ in
+            let id = simulation.left.tcpOpen(IPv4.self)
+            try simulation.left.tcpConnect(IPv4.self, id, to: Endpoint(Self.server, 7))
+            return id
+        }
+        simulation.run(for: .milliseconds(500)) { _ in false }
+        let established = clients.filter { simulation.left.tcpConnectStatus(IPv4.self, $0) == .established }
+        #expect(established.count == 3, "\(established.count) connected")
+        #expect(simulation.right.counters[.tcpConnectionLimit] >= 2)
+        // One ends (a reset frees it at once): a waiting client's SYN
+        // retransmission gets through.
+        simulation.left.tcpAbort(IPv4.self, established[0])
+        simulation.run(for: .seconds(3)) { _ in false }
+        let waited = clients.filter { !established.contains($0) }
+        let joined = waited.filter { simulation.left.tcpConnectStatus(IPv4.self, $0) == .established }
+        #expect(joined.count == 1, "one waiting client took the freed place")
+    }
+
+    /// `maximumConnections` bounds connects too: ENOBUFS, nothing queued.
+    @Test func aConnectPastTheConnectionLimitFails() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 13) { $0.tcp.maximumConnections = 1 }
+        let first = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, first, to: Endpoint(Self.server, 9))
+        let second = simulation.left.tcpOpen(IPv4.self)
+        #expect(throws: SocketError.noBufferSpace) {
+            try simulation.left.tcpConnect(IPv4.self, second, to: Endpoint(Self.server, 9))
+        }
+        #expect(simulation.left.counters[.tcpConnectionLimit] == 1)
+    }
+
     @Test func synCookiesWhenTheSynQueueIsFull() throws {
         let simulation = Simulation(faults: LinkFaults(), seed: 11) { $0.tcp.synQueueLimit = 4 }
         let listener = simulation.right.tcpOpen(IPv4.self)

@@ -68,6 +68,11 @@ import Testing
         } throws: { error in
             "\(error)" == "x.toml: limits.icmp-destination-burst: must not be negative"
         }
+        #expect {
+            _ = try ConfigurationFile.parse("[limits]\ntcp-connections-per-peer = 0\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: limits.tcp-connections-per-peer: must be 1...10000000"
+        }
         let unlimited = try ConfigurationFile.parse("[limits]\nicmp-destination-interval-ms = 0\n", source: "x.toml")
         #expect(unlimited.stackConfiguration.icmp.perDestinationInterval == nil)
         #expect(DaemonConfiguration().stackConfiguration.icmp.perDestinationInterval == .seconds(1))

@@ -82,8 +82,10 @@ public final class Simulation {
     }
 
     /// The fixtures' two sides as two stacks: `left` is 192.168.69.1/fdaa::1,
-    /// `right` 192.168.69.100/fdaa::100; no start-up chatter.
-    public convenience init(faults: LinkFaults, seed: UInt64, configure: (inout StackConfiguration) -> Void = { _ in }) {
+    /// `right` 192.168.69.100/fdaa::100; no start-up chatter. `configure`
+    /// changes both configurations, `right` the right one's alone.
+    public convenience init(faults: LinkFaults, seed: UInt64, configure: (inout StackConfiguration) -> Void = { _ in },
+                            right configureRight: (inout StackConfiguration) -> Void = { _ in }) {
         var left = FixtureReplay.replayConfiguration
         var right = StackConfiguration(mac: MACAddress(2, 0, 0, 0, 0, 0x64))
         right.ipv4Addresses = [InterfaceAddress(IPv4Address(192, 168, 69, 100), prefixLength: 24)]
@@ -93,6 +95,7 @@ public final class Simulation {
         right.ipv6Startup.routerSolicitations = 0
         configure(&left)
         configure(&right)
+        configureRight(&right)
         right.mac = MACAddress(2, 0, 0, 0, 0, 0x64)
         left.mac = MACAddress(2, 0, 0, 0, 0, 1)
         self.init(left: left, right: right, faults: faults, seed: seed)

@@ -92,6 +92,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpReceiveBufferFull
     /// A SYN dropped because the listen queue and SYN queue were full.
     case tcpListenOverflow
+    /// A SYN, cookie ACK or connect past `maximumConnections` or `maximumConnectionsPerPeer`.
+    case tcpConnectionLimit
 
     public var description: String {
         switch self {
@@ -133,6 +135,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpChallenged: "tcp.challenged"
         case .tcpReceiveBufferFull: "tcp.receiveBufferFull"
         case .tcpListenOverflow: "tcp.listenOverflow"
+        case .tcpConnectionLimit: "tcp.connectionLimit"
         }
     }
 }

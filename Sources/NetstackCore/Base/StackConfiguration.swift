@@ -160,6 +160,13 @@ public struct TCPSettings: Sendable {
     public var outOfOrderRanges = 64
     /// Connections in TIME-WAIT at most; beyond, connections close at once.
     public var timeWaitLimit = 16_384
+    /// Connections in any other state (half-open included) at most, in all
+    /// and with one remote address. A SYN (or a cookie's ACK) past either is
+    /// dropped and counted (`tcp.connectionLimit`), a connect fails with
+    /// ENOBUFS; nothing is queued. Linux bounds them only by memory; these
+    /// keep one hostile host from taking every connection.
+    public var maximumConnections = 65_536
+    public var maximumConnectionsPerPeer = 16_384
     public var timestamps = true
     public var selectiveAcknowledgments = true
     public var windowScaling = true

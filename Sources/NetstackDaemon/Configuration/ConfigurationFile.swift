@@ -124,6 +124,8 @@ public enum ConfigurationFile {
                 configuration.icmpDestinationIntervalMilliseconds = interval
             }
             if let burst = try limits.int("icmp-destination-burst") { configuration.icmpDestinationBurst = burst }
+            if let count = try limits.int("tcp-connections") { configuration.tcpConnections = count }
+            if let count = try limits.int("tcp-connections-per-peer") { configuration.tcpConnectionsPerPeer = count }
             try limits.finish()
         }
         if var services = try top.section("services") {

@@ -34,6 +34,9 @@ public struct DaemonConfiguration: Sendable {
     /// per-destination limit.
     public var icmpDestinationIntervalMilliseconds = 1000
     public var icmpDestinationBurst = 6
+    /// TCP connections (every state but TIME-WAIT) at most, in all and per remote address.
+    public var tcpConnections = 65_536
+    public var tcpConnectionsPerPeer = 16_384
     /// The built-in services to run.
     public var services: [ServiceSetting] = []
     /// The control socket's path; nil: no control socket.
@@ -71,6 +74,8 @@ public struct DaemonConfiguration: Sendable {
         stack.icmp.perDestinationInterval = icmpDestinationIntervalMilliseconds == 0
             ? nil : .milliseconds(icmpDestinationIntervalMilliseconds)
         stack.icmp.perDestinationBurst = icmpDestinationBurst
+        stack.tcp.maximumConnections = tcpConnections
+        stack.tcp.maximumConnectionsPerPeer = tcpConnectionsPerPeer
         return stack
     }
 
@@ -121,6 +126,10 @@ public struct DaemonConfiguration: Sendable {
                                (icmpDestinationIntervalMilliseconds, "icmp-destination-interval-ms"),
                                (icmpDestinationBurst, "icmp-destination-burst")] where value < 0 {
             throw ConfigurationError(field: "limits.\(field)", message: "must not be negative")
+        }
+        for (value, field) in [(tcpConnections, "tcp-connections"), (tcpConnectionsPerPeer, "tcp-connections-per-peer")]
+        where !(1...10_000_000).contains(value) {
+            throw ConfigurationError(field: "limits.\(field)", message: "must be 1...10000000")
         }
         guard (0...10).contains(dadTransmits) else {
             throw ConfigurationError(field: "ipv6.dad-transmits", message: "must be 0...10")

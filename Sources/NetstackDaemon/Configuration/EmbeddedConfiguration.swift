@@ -74,6 +74,11 @@ icmp-error-burst = 50
 # a handful of unreachables. "Packet too big" is exempt. 0 ms: no limit.
 icmp-destination-interval-ms = 1000
 icmp-destination-burst = 6
+# TCP connections in every state but TIME-WAIT (half-open ones included), in
+# all and with one remote address. A SYN past either is dropped and counted
+# (drop.tcp.connectionLimit); a local connect fails with ENOBUFS.
+tcp-connections = 65536
+tcp-connections-per-peer = 16384
 
 # Built-in services (RFC 862 echo, RFC 863 discard, RFC 867 daytime, RFC 864
 # chargen), each on its port over the listed transports, on every address of

@@ -88,11 +88,16 @@ extension Stack {
             local = Endpoint(source, port)
             layer.tcp.hold(port, by: id)
         }
+        guard layer.tcp.admits(remote.address, configuration.tcp) else {
+            if socket.local == nil { layer.tcp.release(local.port, by: id) }
+            counters.drop(.tcpConnectionLimit)
+            throw .noBufferSpace
+        }
         let connection = makeConnection(I.self, id: id, state: .synSent, local: local, remote: remote,
                                         options: socket.options)
         connection.allocateBuffers(send: socket.options.sendBuffer, receive: socket.options.receiveBuffer)
         layer.tcp.entries[id] = .connection(connection)
-        layer.tcp.connections[FourTuple(local: local, remote: remote)] = connection
+        layer.tcp.insert(connection)
         counters.count(.tcpConnectionsOpened)
         tcpOutput(connection)
         schedule(connection)
@@ -447,7 +452,11 @@ extension Stack {
     /// still holds the socket, the socket stays, closed, to report its error.
     func destroy<I: IPVersion>(_ connection: TCPConnection<I>) {
         let layer = I.layer(of: self)
-        if connection.state == .timeWait { layer.tcp.timeWaitCount -= 1 }
+        switch connection.state {
+        case .timeWait: layer.tcp.timeWaitCount -= 1
+        case .closed: break
+        default: layer.tcp.retire(connection)
+        }
         if connection.state == .synReceived, let parent = connection.parent, let listener = layer.tcp.listener(parent) {
             listener.halfOpen -= 1
         }

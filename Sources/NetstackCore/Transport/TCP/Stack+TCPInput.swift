@@ -63,7 +63,13 @@ extension Stack {
                                                 _ tuple: FourTuple<I>) {
         if segment.hasRST { return }
         if segment.hasACK {
-            // Only a SYN cookie's completing ACK is welcome here.
+            // Only a SYN cookie's completing ACK is welcome here, and only
+            // within the connection limits (past them it is dropped: the
+            // peer's retransmission may find room).
+            if !segment.hasSYN, configuration.tcp.synCookies,
+               !I.layer(of: self).tcp.admits(tuple.remote.address, configuration.tcp) {
+                return counters.drop(.tcpConnectionLimit)
+            }
             if !segment.hasSYN, configuration.tcp.synCookies,
                let connection = acceptCookie(listener, segment, tuple) {
                 counters.count(.tcpSynCookiesAccepted)
@@ -79,6 +85,10 @@ extension Stack {
         }
         guard segment.hasSYN else { return counters.drop(.tcpRejected) }
         guard listener.acceptQueue.count < listener.backlog else { return counters.drop(.tcpListenOverflow) }
+        let layer = I.layer(of: self)
+        guard layer.tcp.admits(tuple.remote.address, configuration.tcp) else {
+            return counters.drop(.tcpConnectionLimit)
+        }
         guard listener.halfOpen < configuration.tcp.synQueueLimit else {
             guard configuration.tcp.synCookies else { return counters.drop(.tcpListenOverflow) }
             counters.count(.tcpSynCookiesSent)
@@ -89,9 +99,8 @@ extension Stack {
         connection.parent = listener.id
         acceptSYN(connection, segment)
         listener.halfOpen += 1
-        let layer = I.layer(of: self)
         layer.tcp.entries[connection.id] = .connection(connection)
-        layer.tcp.connections[tuple] = connection
+        layer.tcp.insert(connection)
         tcpOutput(connection)
         schedule(connection)
     }
@@ -605,6 +614,7 @@ extension Stack {
         connection.keepaliveDeadline = nil
         connection.delayedAckDeadline = nil
         connection.closeDeadline = now + configuration.tcp.timeWait
+        layer.tcp.retire(connection)
         layer.tcp.timeWaitCount += 1
         signal(connection.id)
         if layer.tcp.timeWaitCount > configuration.tcp.timeWaitLimit {
@@ -699,7 +709,7 @@ extension Stack {
         setSendMSS(connection, peerMSS: Self.cookieMSS[index])
         connection.receiveAdvertisedEdge = segment.sequence + min(listener.options.receiveBuffer, 65_535)
         layer.tcp.entries[connection.id] = .connection(connection)
-        layer.tcp.connections[tuple] = connection
+        layer.tcp.insert(connection)
         // Not counted as half-open: it completes right now.
         listener.halfOpen += 1
         return connection

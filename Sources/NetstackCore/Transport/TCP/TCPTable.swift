@@ -83,6 +83,28 @@ struct TCPTable<I: IPVersion> {
     /// Connections that stopped sending for want of output buffers, oldest first.
     var blockedOutput: [SocketID] = []
     var timeWaitCount = 0
+    /// Connections not in TIME-WAIT (nor CLOSED), in all and per remote address.
+    var liveCount = 0
+    var liveByPeer: [I.Address: Int] = [:]
+
+    /// Whether one more connection with `peer` fits the limits.
+    func admits(_ peer: I.Address, _ settings: TCPSettings) -> Bool {
+        liveCount < settings.maximumConnections && liveByPeer[peer, default: 0] < settings.maximumConnectionsPerPeer
+    }
+
+    /// Indexes `connection` under its four-tuple and counts it as live.
+    mutating func insert(_ connection: TCPConnection<I>) {
+        connections[FourTuple(local: connection.local, remote: connection.remote)] = connection
+        liveCount += 1
+        liveByPeer[connection.remote.address, default: 0] += 1
+    }
+
+    /// Counts `connection` as no longer live (it entered TIME-WAIT or closed).
+    mutating func retire(_ connection: TCPConnection<I>) {
+        liveCount -= 1
+        let peer = connection.remote.address
+        if let count = liveByPeer[peer], count > 1 { liveByPeer[peer] = count - 1 } else { liveByPeer[peer] = nil }
+    }
 
     func connection(_ id: SocketID) -> TCPConnection<I>? {
         if case .connection(let connection)? = entries[id] { return connection }
