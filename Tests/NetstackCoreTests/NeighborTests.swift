@@ -54,6 +54,31 @@ import Testing
         #expect(driver.stack.ipv4Neighbors.isEmpty)
     }
 
+    /// A full table evicts entries still resolving before resolved ones: a
+    /// flood from spoofed sources on the link (each answer needs an ARP
+    /// nobody answers) cannot push out the neighbour that does answer.
+    @Test func aFullTableEvictsUnresolvedEntriesFirst() {
+        var configuration = FixtureReplay.replayConfiguration
+        configuration.neighbors.maximumEntries = 4
+        let driver = StackDriver(configuration)
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        _ = driver.takeSent()
+        #expect(driver.stack.ipv4Neighbors.map(\.address) == [host.ipv4])
+        for last in 101...120 {
+            let echo = HostFrames.icmpv4(.echoRequest(identifier: 1, sequence: UInt16(last)), body: [1, 2, 3])
+            driver.receive(host.ipv4Packet(.icmp, echo, source: IPv4Address(192, 168, 69, UInt8(last))))
+        }
+        let neighbors = driver.stack.ipv4Neighbors
+        #expect(neighbors.count == 4)
+        #expect(neighbors.contains { $0.address == host.ipv4 && $0.mac == host.mac }, "the host stays: \(neighbors)")
+        #expect(driver.stack.counters[.neighborUnreachable] == 17, "the evicted entries' replies")
+        _ = driver.takeSent()
+        // The host's ping is answered at once, with no resolution first.
+        driver.receive(host.echoRequest4(sequence: 99))
+        let sent = driver.takeSent()
+        #expect(sent.count == 1 && isEchoReply(sent[0]))
+    }
+
     /// RFC 4861 §7.3.3: reachable → stale after the reachable time; used →
     /// delay → probe with unicast solicitations → reachable again on answer.
     @Test func reachabilityStatesAndUnicastProbes() {

@@ -63,7 +63,8 @@ public struct NeighborLimits: Sendable {
     public var delayFirstProbeTime: Duration = .seconds(5)
     /// Frames kept per unresolved neighbour; older ones are dropped.
     public var pendingFramesPerNeighbor = 8
-    /// Entries in the table at most; the least recently used go first.
+    /// Entries in the table at most; when full, the oldest entry still
+    /// resolving goes first, then the least recently used resolved one.
     public var maximumEntries = 1024
     /// Stale entries unused this long are removed.
     public var staleLifetime: Duration = .seconds(600)

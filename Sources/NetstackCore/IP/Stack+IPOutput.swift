@@ -128,6 +128,7 @@ extension Stack {
                 output.recycle(refused)
                 counters.drop(.neighborUnreachable)
             }
+            recycleEvictedNeighbors(I.self)
             if held.solicit { I.solicit(address, unicastTo: nil, in: self) }
         }
     }
@@ -184,5 +185,15 @@ extension Stack {
                                                          create: create, isRouter: isRouter,
                                                          reachableFor: reachable, now: now)
         enqueue(released)
+        recycleEvictedNeighbors(I.self)
+    }
+
+    /// Frames that waited for neighbours evicted to make room: dropped, as
+    /// for a neighbour that never answered.
+    func recycleEvictedNeighbors<I: IPVersion>(_ version: I.Type) {
+        for frame in I.layer(of: self).neighbors.takeEvicted() {
+            output.recycle(frame)
+            counters.drop(.neighborUnreachable)
+        }
     }
 }

@@ -54,6 +54,9 @@ struct NeighborTable<I: IPVersion> {
     let limits: NeighborLimits
     private var cachedDeadline: Instant?
     private var deadlineIsCurrent = true
+    /// Frames of entries evicted to make room, for the owner to recycle
+    /// (`takeEvicted`).
+    private var evicted: [OutputFrame] = []
 
     init(limits: NeighborLimits) {
         self.limits = limits
@@ -226,15 +229,32 @@ struct NeighborTable<I: IPVersion> {
         for key in old.keys { entries.removeValue(forKey: key) }
     }
 
-    /// Makes room for one more entry by evicting the least recently used
-    /// resolved one; false if every entry is still resolving.
+    /// Makes room for one more entry: the oldest entry still resolving goes
+    /// first (its frames wait in `evicted`), else the least recently used
+    /// resolved one. Addresses nobody answers for (a flood from spoofed
+    /// sources on the link) then cannot push out the neighbours that answer.
     private mutating func makeRoom(now: Instant) -> Bool {
         guard entries.count >= limits.maximumEntries else { return true }
-        guard let victim = entries.filter({ $0.value.state != .incomplete })
-            .min(by: { $0.value.lastUsed < $1.value.lastUsed })?.key else { return false }
-        entries.removeValue(forKey: victim)
+        var oldestIncomplete: (I.Address, Instant)?
+        var oldestResolved: (I.Address, Instant)?
+        for (address, entry) in entries {
+            if entry.state == .incomplete {
+                if oldestIncomplete.map({ entry.lastUsed < $0.1 }) ?? true { oldestIncomplete = (address, entry.lastUsed) }
+            } else if oldestResolved.map({ entry.lastUsed < $0.1 }) ?? true {
+                oldestResolved = (address, entry.lastUsed)
+            }
+        }
+        guard let victim = oldestIncomplete?.0 ?? oldestResolved?.0 else { return false }
+        evicted += entries.removeValue(forKey: victim)?.pending ?? []
         invalidateDeadline()
         return true
+    }
+
+    /// The frames of entries evicted since the last call.
+    mutating func takeEvicted() -> [OutputFrame] {
+        guard !evicted.isEmpty else { return [] }
+        defer { evicted = [] }
+        return evicted
     }
 
     private mutating func invalidateDeadline() {

@@ -63,7 +63,8 @@ router-solicitations = 3
 [limits]
 # Bytes that incomplete fragmented datagrams may hold together.
 reassembly-memory = 4194304
-# Neighbour cache entries (ARP and NDP each).
+# Neighbour cache entries (ARP and NDP each); when full, entries still
+# resolving are evicted before resolved ones.
 neighbor-entries = 1024
 # ICMP errors per second and burst, all destinations together (RFC 4443
 # §2.4(f), RFC 1812 §4.3.2.8).
