@@ -588,20 +588,28 @@ extension Stack {
     private func receiveFIN<I: IPVersion>(_ connection: TCPConnection<I>) {
         connection.receiveNext += 1
         connection.finReceived = true
-        connection.acknowledgeNow = true
         switch connection.state {
         case .synReceived, .established:
             connection.state = .closeWait
+            // The ACK waits a moment (RFC 9293 §3.8.6.3 lets ACKs wait): an
+            // application that closes when it reads the end of stream, in
+            // the same round of work, sends its FIN with it, one segment
+            // instead of two, as Linux's echo does in the fixtures. Otherwise
+            // it leaves at the next turn of the engine, within a millisecond.
+            let soon = now + .microseconds(1)
+            if connection.delayedAckDeadline.map({ $0 > soon }) ?? true { connection.delayedAckDeadline = soon }
         case .finWait1:
+            connection.acknowledgeNow = true
             if connection.finAcknowledged {
                 enterTimeWait(connection)
             } else {
                 connection.state = .closing
             }
         case .finWait2:
+            connection.acknowledgeNow = true
             enterTimeWait(connection)
         default:
-            break
+            connection.acknowledgeNow = true
         }
         signal(connection.id)
     }
