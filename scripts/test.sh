@@ -16,6 +16,7 @@ packages=(
     nftables hping3 iperf3          # loss, SYN floods, throughput
     python3 nginx apache2-utils     # programs run on the stack with netstack-run
     openssh-server openssh-client
+    prometheus                      # promtool, which checks the metrics endpoint
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -117,7 +117,8 @@ public enum Daemon {
                                 statisticsInterval: configuration.statisticsInterval,
                                 busyPoll: configuration.busyPoll)
         let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
-        let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger)
+        let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger,
+                                       metrics: metrics)
         // Built-in services may all end (none configured, or none could bind):
         // the daemon goes on serving the network and the control socket.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

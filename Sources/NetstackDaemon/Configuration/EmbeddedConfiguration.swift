@@ -120,4 +120,12 @@ transports = ["tcp"]
 [services.iperf3]
 port = 5201
 transports = ["tcp", "udp"]
+
+# Metrics in the Prometheus text format over HTTP/1.1, served by the stack
+# itself: `curl http://192.168.69.1:9100/metrics`. The stack's counters and
+# drops by reason, and the services' metrics. TCP only; slow or idle clients
+# are reset after idle-timeout seconds (10 by default here).
+[services.metrics]
+port = 9100
+transports = ["tcp"]
 """

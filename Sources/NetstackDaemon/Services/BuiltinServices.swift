@@ -3,6 +3,7 @@ import NetstackCore
 import NetstackIO
 import NetstackService
 import NetstackSockets
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 
@@ -14,6 +15,8 @@ struct BuiltinServices: ServiceLifecycle.Service {
     let settings: [ServiceSetting]
     let sockets: SocketRuntime
     let logger: Logger
+    /// What the metrics endpoint serves besides the stack's counters.
+    var metrics: PrometheusCollectorRegistry? = nil
 
     /// Connections accepted beyond `max-connections` that may wait for a
     /// slot; more are reset (this bounds the tasks a connection flood makes).
@@ -41,14 +44,17 @@ struct BuiltinServices: ServiceLifecycle.Service {
                                          logger: logger)
                 group.addTask { await server.run(open) }
             }
-            for setting in settings where setting.kind != .iperf3 && setting.transports.contains(.udp) {
+            for setting in settings where ![.iperf3, .metrics].contains(setting.kind) && setting.transports.contains(.udp) {
                 let stack = ServiceStacks.datagrams(setting, logger: logger)
                 group.addTask { await serveUDP(setting, stack, IPv4.self, open) }
                 group.addTask { await serveUDP(setting, stack, IPv6.self, open) }
             }
             for setting in settings where setting.kind != .iperf3 && setting.transports.contains(.tcp) {
                 // One stack for both IP versions: the limits count both.
-                let stack = ServiceStacks.connections(setting, logger: logger)
+                let stack = setting.kind == .metrics
+                    ? ServiceStacks.connections(setting, logger: logger,
+                                                server: MetricsServer(sockets: sockets, registry: metrics))
+                    : ServiceStacks.connections(setting, logger: logger, server: SmallStreamServer(kind: setting.kind))
                 let admission = LoadShed(inner: ConcurrencyLimit(
                     inner: stack, limit: setting.maxConnections + Self.waitingConnections))
                 group.addTask { await serveTCP(setting, admission, IPv4.self, open) }

@@ -10,6 +10,8 @@ public enum BuiltinServiceKind: String, CaseIterable, Sendable, Hashable {
     case chargen
     /// An iperf3 server (iperf3's own protocol, TCP and UDP; `IperfServer`).
     case iperf3
+    /// HTTP/1.1 with the Prometheus text at /metrics (`MetricsServer`), TCP only.
+    case metrics
 
     public var defaultPort: UInt16 {
         switch self {
@@ -18,6 +20,7 @@ public enum BuiltinServiceKind: String, CaseIterable, Sendable, Hashable {
         case .daytime: 13
         case .chargen: 19
         case .iperf3: 5201
+        case .metrics: 9100
         }
     }
 }
@@ -56,5 +59,7 @@ public struct ServiceSetting: Sendable, Hashable {
         self.kind = kind
         self.port = port ?? kind.defaultPort
         self.transports = transports
+        // A scrape is one short request: slow or idle clients go soon.
+        if kind == .metrics { idleTimeout = .seconds(10) }
     }
 }

@@ -114,12 +114,13 @@ enum ServiceStacks {
     typealias ConnectionService = AnySendableService<ServedConnection, ConnectionOutcome>
     typealias DatagramService = AnySendableService<[UInt8], [UInt8]?>
 
-    static func connections(_ setting: ServiceSetting, logger: Logger) -> ConnectionService {
+    static func connections<Server: Service & Sendable>(_ setting: ServiceSetting, logger: Logger, server: Server)
+        -> ConnectionService where Server.Request == ServedConnection, Server.Response == ConnectionOutcome {
         let dimensions = [("service", setting.kind.rawValue), ("transport", "tcp")]
         let served = ServiceBuilder
             .layer(MetricsLayer(name: "netstack_service_served", dimensions: dimensions))
             .layer(IdleTimeoutLayer(limit: setting.idleTimeout))
-            .service(SmallStreamServer(kind: setting.kind))
+            .service(server)
         let limited = ConcurrencyLimit(inner: served, limit: setting.maxConnections)
         let admitted = switch setting.overflow {
         case .wait: AnySendableService(limited)
