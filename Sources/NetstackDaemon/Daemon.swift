@@ -117,23 +117,24 @@ public enum Daemon {
                                 statisticsInterval: configuration.statisticsInterval,
                                 busyPoll: configuration.busyPoll)
         let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
+        // The stack queries serve the control socket and the status page alike.
+        let clients = ControlClients(maximum: configuration.controlMaximumClients,
+                                     perProcess: configuration.controlMaximumClientsPerProcess)
+        let queries = AnySendableService(ServiceBuilder
+            .layer(LoggingLayer(logger: logger, name: "control query"))
+            .layer(MetricsLayer(name: "netstack_control_queries"))
+            .layer(ConcurrencyLimitLayer(limit: 4))
+            .service(ControlQueries(engine: engine, configuration: configuration, metrics: metrics, clients: clients,
+                                    offloads: offloads)))
         let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger,
-                                       metrics: metrics)
+                                       metrics: metrics, queries: { try? await queries.call($0) })
         // Built-in services may all end (none configured, or none could bind):
         // the daemon goes on serving the network and the control socket.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: service), .init(service: builtins, successTerminationBehavior: .ignore),
         ]
         if let path = configuration.controlSocket {
-            let clients = ControlClients(maximum: configuration.controlMaximumClients,
-                                         perProcess: configuration.controlMaximumClientsPerProcess)
-            let queries = ServiceBuilder
-                .layer(LoggingLayer(logger: logger, name: "control query"))
-                .layer(MetricsLayer(name: "netstack_control_queries"))
-                .layer(ConcurrencyLimitLayer(limit: 4))
-                .service(ControlQueries(engine: engine, configuration: configuration, metrics: metrics, clients: clients,
-                                        offloads: offloads))
-            let context = ControlContext(runtime: engine.sockets, clients: clients, queries: AnySendableService(queries))
+            let context = ControlContext(runtime: engine.sockets, clients: clients, queries: queries)
             services.append(.init(service: try ControlServer(path: path, group: configuration.controlGroup,
                                                              context: context, logger: logger)))
         }

@@ -2,8 +2,8 @@ import Foundation
 import NetstackTestSupport
 import Testing
 
-/// The metrics endpoint the stack serves over its own TCP, from the host's
-/// `curl` and Prometheus's `promtool`.
+/// The metrics endpoint and the status page the stack serves over its own
+/// TCP, from the host's `curl` and Prometheus's `promtool`.
 @Suite(.serialized, .enabled(if: runningAsRoot, "integration tests need root for namespaces and TAP devices"))
 struct MetricsEndpointTests {
     @Test func curlAndPromtoolReadTheMetricsOverBothVersions() throws {
@@ -35,6 +35,12 @@ struct MetricsEndpointTests {
         let flood = try namespace.run(
             "(printf \"GET / HTTP/1.1\\r\\n\"; head -c 20000 /dev/zero | tr \"\\0\" a) | nc -w 3 192.168.69.1 9100 | head -1")
         #expect(flood.hasPrefix("HTTP/1.1 431"), "\(flood)")
+        // The status page on port 80 (the same server, HTML).
+        let page = try namespace.run("curl -sS --max-time 5 http://192.168.69.1/")
+        for part in ["<h2>Addresses</h2>", "192.168.69.1/24", "fdaa::1/64", "<h2>Neighbours</h2>", "192.168.69.100",
+                     "<h2>Sockets</h2>", "listen", "<h2>Counters</h2>", "frames.received", "http-equiv=\"refresh\""] {
+            #expect(page.contains(part), "the status page shows \(part)")
+        }
         #expect(daemon.isRunning)
         print("metrics endpoint: \(try namespace.run("curl -sS --max-time 5 http://192.168.69.1:9100/metrics | wc -l").trimmingCharacters(in: .whitespacesAndNewlines)) lines, promtool accepts them")
     }

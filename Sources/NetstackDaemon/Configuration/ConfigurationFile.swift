@@ -131,7 +131,7 @@ public enum ConfigurationFile {
         if var services = try top.section("services") {
             for kind in BuiltinServiceKind.allCases {
                 guard var section = try services.section(kind.rawValue) else { continue }
-                var setting = ServiceSetting(kind: kind, transports: kind == .metrics ? [.tcp] : [.udp])
+                var setting = ServiceSetting(kind: kind, transports: kind.isWeb ? [.tcp] : [.udp])
                 if let port = try section.int("port") {
                     guard (1...65_535).contains(port) else { throw section.error("port", "\(port) is outside 1...65535") }
                     setting.port = UInt16(port)
@@ -163,8 +163,8 @@ public enum ConfigurationFile {
                     guard rate >= 0 else { throw section.error("rate-limit", "\(rate) is negative") }
                     setting.rateLimit = rate == 0 ? nil : Double(rate)
                 }
-                if kind == .metrics && setting.transports != [.tcp] {
-                    throw section.error("transports", "the metrics endpoint is HTTP: only \"tcp\"")
+                if kind.isWeb && setting.transports != [.tcp] {
+                    throw section.error("transports", "\(kind.rawValue) is served over HTTP: only \"tcp\"")
                 }
                 try section.finish()
                 configuration.services.append(setting)

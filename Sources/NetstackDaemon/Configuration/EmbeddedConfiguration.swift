@@ -124,8 +124,15 @@ transports = ["tcp", "udp"]
 # Metrics in the Prometheus text format over HTTP/1.1, served by the stack
 # itself: `curl http://192.168.69.1:9100/metrics`. The stack's counters and
 # drops by reason, and the services' metrics. TCP only; slow or idle clients
-# are reset after idle-timeout seconds (10 by default here).
+# are reset after idle-timeout seconds (10 by default for both web services).
 [services.metrics]
 port = 9100
+transports = ["tcp"]
+
+# The status page (interface, addresses, neighbours, sockets, counters; it
+# refreshes itself) on port 80, for a browser: http://192.168.69.1/. The
+# same server as the metrics: each serves / and /metrics.
+[services.status]
+port = 80
 transports = ["tcp"]
 """

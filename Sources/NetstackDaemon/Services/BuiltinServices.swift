@@ -1,4 +1,5 @@
 import Logging
+import NetstackControl
 import NetstackCore
 import NetstackIO
 import NetstackService
@@ -17,6 +18,8 @@ struct BuiltinServices: ServiceLifecycle.Service {
     let logger: Logger
     /// What the metrics endpoint serves besides the stack's counters.
     var metrics: PrometheusCollectorRegistry? = nil
+    /// The control queries' JSON answers, for the status page.
+    var queries: @Sendable (QueryKind) async -> [UInt8]? = { _ in nil }
 
     /// Connections accepted beyond `max-connections` that may wait for a
     /// slot; more are reset (this bounds the tasks a connection flood makes).
@@ -44,16 +47,16 @@ struct BuiltinServices: ServiceLifecycle.Service {
                                          logger: logger)
                 group.addTask { await server.run(open) }
             }
-            for setting in settings where ![.iperf3, .metrics].contains(setting.kind) && setting.transports.contains(.udp) {
+            for setting in settings where setting.kind != .iperf3 && !setting.kind.isWeb && setting.transports.contains(.udp) {
                 let stack = ServiceStacks.datagrams(setting, logger: logger)
                 group.addTask { await serveUDP(setting, stack, IPv4.self, open) }
                 group.addTask { await serveUDP(setting, stack, IPv6.self, open) }
             }
             for setting in settings where setting.kind != .iperf3 && setting.transports.contains(.tcp) {
                 // One stack for both IP versions: the limits count both.
-                let stack = setting.kind == .metrics
+                let stack = setting.kind.isWeb
                     ? ServiceStacks.connections(setting, logger: logger,
-                                                server: MetricsServer(sockets: sockets, registry: metrics))
+                                                server: StatusServer(sockets: sockets, registry: metrics, queries: queries))
                     : ServiceStacks.connections(setting, logger: logger, server: SmallStreamServer(kind: setting.kind))
                 let admission = LoadShed(inner: ConcurrencyLimit(
                     inner: stack, limit: setting.maxConnections + Self.waitingConnections))

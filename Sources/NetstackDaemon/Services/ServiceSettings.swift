@@ -10,8 +10,14 @@ public enum BuiltinServiceKind: String, CaseIterable, Sendable, Hashable {
     case chargen
     /// An iperf3 server (iperf3's own protocol, TCP and UDP; `IperfServer`).
     case iperf3
-    /// HTTP/1.1 with the Prometheus text at /metrics (`MetricsServer`), TCP only.
+    /// HTTP/1.1 with the Prometheus text at /metrics and the status page at
+    /// / (`StatusServer`), TCP only.
     case metrics
+    /// The same server on port 80, for a browser.
+    case status
+
+    /// Served by `StatusServer` (HTTP), TCP only.
+    public var isWeb: Bool { self == .metrics || self == .status }
 
     public var defaultPort: UInt16 {
         switch self {
@@ -21,6 +27,7 @@ public enum BuiltinServiceKind: String, CaseIterable, Sendable, Hashable {
         case .chargen: 19
         case .iperf3: 5201
         case .metrics: 9100
+        case .status: 80
         }
     }
 }
@@ -60,6 +67,6 @@ public struct ServiceSetting: Sendable, Hashable {
         self.port = port ?? kind.defaultPort
         self.transports = transports
         // A scrape is one short request: slow or idle clients go soon.
-        if kind == .metrics { idleTimeout = .seconds(10) }
+        if kind.isWeb { idleTimeout = .seconds(10) }
     }
 }

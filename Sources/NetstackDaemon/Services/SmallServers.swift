@@ -53,7 +53,7 @@ struct SmallDatagramServer: Service, Sendable {
         case .discard: nil
         case .daytime: SmallServers.daytime()
         case .chargen: SmallServers.chargenDatagram()
-        case .iperf3, .metrics: nil   // served by IperfServer and MetricsServer, never here
+        case .iperf3, .metrics, .status: nil   // served by IperfServer and StatusServer, never here
         }
     }
 }
@@ -89,8 +89,8 @@ struct SmallStreamServer: Service, Sendable {
             try await connection.send(time)
             outcome.sent = time.count
             try await connection.shutdown()
-        case .iperf3, .metrics:
-            // Served by IperfServer and MetricsServer, never here.
+        case .iperf3, .metrics, .status:
+            // Served by IperfServer and StatusServer, never here.
             break
         case .chargen:
             // RFC 864: characters until the client goes away (which ends

@@ -1,13 +1,18 @@
+import Foundation
+import NetstackControl
 import NetstackCore
 import NetstackIO
 import NetstackService
 import Prometheus
 
-/// The metrics endpoint, served by the stack itself over its own TCP: a
-/// small HTTP/1.1 server whose `GET /metrics` answers in the Prometheus text
-/// format (version 0.0.4) with the stack's counters and drops by reason and
-/// the services' metrics, so that `curl http://192.168.69.1:9100/metrics` and
-/// a Prometheus scrape work with nothing of ours on the host.
+/// The daemon's own web pages, served by the stack itself over its own TCP:
+/// a small HTTP/1.1 server with the metrics at `/metrics` in the Prometheus
+/// text format (version 0.0.4: the stack's counters and drops by reason and
+/// the services' metrics) and at `/` an HTML status page (interface,
+/// addresses, neighbours, sockets, counters) that refreshes itself every
+/// 5 s. So `curl http://192.168.69.1:9100/metrics`, a Prometheus scrape and a
+/// browser on http://192.168.69.1/ work with nothing of ours on the host.
+/// `[services.metrics]` (9100) and `[services.status]` (80) both serve both.
 ///
 /// HTTP (RFC 9112): persistent connections unless the client says `close`
 /// (HTTP/1.0: unless it says `keep-alive`), `HEAD`, 404 for other paths, 405
@@ -15,9 +20,11 @@ import Prometheus
 /// over 8 KiB, which also ends the connection. Request bodies are not read
 /// (no method here takes one); a request that announces one gets 400.
 /// The service's idle timeout (10 s by default) ends slow and idle clients.
-struct MetricsServer: Service, Sendable {
+struct StatusServer: Service, Sendable {
     let sockets: SocketRuntime
     let registry: PrometheusCollectorRegistry?
+    /// The control queries' JSON answers (status, addresses, ...), for the page.
+    let queries: @Sendable (QueryKind) async -> [UInt8]?
 
     static let maximumHead = 8 * 1024
 
@@ -110,8 +117,9 @@ struct MetricsServer: Service, Sendable {
         case "/metrics":
             response = HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                 body: Array(await exposition().utf8))
-        case "/":
-            response = HTTPResponse(status: 200, body: Array("netstackd: metrics at /metrics\n".utf8))
+        case "/", "/index.html":
+            response = HTTPResponse(status: 200, contentType: "text/html; charset=utf-8",
+                                    body: Array(await statusPage().utf8))
         default:
             response = HTTPResponse(status: 404, body: Array("not found\n".utf8))
         }
@@ -165,6 +173,72 @@ struct MetricsServer: Service, Sendable {
     static func escape(_ value: String) -> String {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")
+    }
+
+    /// The status page: what `netstackctl status`, `addresses`, `neighbors`,
+    /// `sockets` and `stats` show, as one HTML page.
+    func statusPage() async -> String {
+        let decoder = JSONDecoder()
+        func report<T: Decodable>(_ kind: QueryKind, _ type: T.Type) async -> T? {
+            guard let json = await queries(kind) else { return nil }
+            return try? decoder.decode(T.self, from: Data(json))
+        }
+        let status = await report(.status, StatusReport.self)
+        let addresses = await report(.addresses, [AddressReport].self) ?? []
+        let neighbors = await report(.neighbors, [NeighborReport].self) ?? []
+        let sockets = await report(.sockets, [SocketReport].self) ?? []
+        let counters = await report(.stats, StatsReport.self)?.counters ?? [:]
+        func table(_ headings: [String], _ rows: [[String]]) -> String {
+            let head = headings.map { "<th>\(Self.html($0))</th>" }.joined()
+            let body = rows.isEmpty ? "<tr><td colspan=\"\(headings.count)\">none</td></tr>"
+                : rows.map { "<tr>" + $0.map { "<td>\(Self.html($0))</td>" }.joined() + "</tr>" }.joined(separator: "\n")
+            return "<table><tr>\(head)</tr>\n\(body)</table>"
+        }
+        var page = """
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+            <title>netstackd on \(Self.html(status?.interface ?? "?"))</title>
+            <style>
+            body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+            h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
+            table { border-collapse: collapse; } td, th { padding: 2px 10px; border-bottom: 1px solid #ddd; text-align: left; }
+            th { background: #f0f0f0; } td { font-family: ui-monospace, monospace; }
+            </style></head><body>
+            <h1>netstackd on \(Self.html(status?.interface ?? "?"))</h1>
+
+            """
+        if let status {
+            page += table(["version", "MAC", "MTU", "up", "sockets", "control clients", "offloads"],
+                          [[status.version, status.mac, "\(status.mtu)", "\(Int(status.uptimeSeconds)) s",
+                            "\(status.sockets)", "\(status.controlClients)", status.offloads ?? "none"]])
+        }
+        page += "<h2>Addresses</h2>" + table(["family", "address", "state"],
+                                             addresses.map { ["\($0.family)", $0.address, $0.state] })
+        page += "<h2>Neighbours</h2>" + table(["family", "address", "MAC", "state", "router"],
+                                              neighbors.map { ["\($0.family)", $0.address, $0.mac ?? "", $0.state,
+                                                               $0.isRouter ? "yes" : ""] })
+        page += "<h2>Sockets</h2>" + table(["proto", "state", "local", "remote", "recv-q", "send-q"],
+                                           sockets.map { [$0.proto, $0.state, $0.local, $0.remote,
+                                                          "\($0.receiveQueue)", "\($0.sendQueue)"] })
+        page += "<h2>Counters</h2>" + table(["counter", "value"],
+                                            counters.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
+        page += "\n<p>Metrics for Prometheus: <a href=\"/metrics\">/metrics</a>. The page refreshes every 5 s.</p>\n"
+        return page + "</body></html>\n"
+    }
+
+    /// `text` with HTML's special characters escaped.
+    static func html(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            default: out.append(character)
+            }
+        }
+        return out
     }
 
     /// Sends `response`; the bytes sent.
