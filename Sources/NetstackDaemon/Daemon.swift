@@ -105,8 +105,11 @@ public enum Daemon {
         }
         let capture: PcapWriter?
         do {
-            capture = try configuration.pcap.map { path throws(PcapError) in try PcapWriter(path: path) }
+            capture = try configuration.pcap.map { path throws(PcapError) in
+                try PcapWriter(path: path, filter: configuration.pcapFilter)
+            }
         } catch {
+            if case .filter = error { throw StartupError(description: "pcap-filter: \(error)") }
             throw StartupError(description: "pcap: \(error)")
         }
         var system = SystemRandomNumberGenerator()

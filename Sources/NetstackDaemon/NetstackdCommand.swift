@@ -43,6 +43,9 @@ public struct NetstackdCommand: ParsableCommand {
     @Option(name: .long, help: "Write every frame in and out to this pcap file.")
     var pcap: String?
 
+    @Option(name: .long, help: "Write only the frames this BPF expression (tcpdump's syntax) selects.")
+    var pcapFilter: String?
+
     @Option(name: .long, help: "The control socket's path (\"\" for none).")
     var controlSocket: String?
 
@@ -81,6 +84,7 @@ public struct NetstackdCommand: ParsableCommand {
             configuration.busyPoll = busyPollMicroseconds == 0 ? nil : .microseconds(busyPollMicroseconds)
         }
         if let pcap { configuration.pcap = pcap }
+        if let pcapFilter { configuration.pcapFilter = pcapFilter }
         if let logLevel { configuration.logLevel = logLevel }
         if let controlSocket { configuration.controlSocket = controlSocket.isEmpty ? nil : controlSocket }
         do {

@@ -9,7 +9,18 @@ struct DaemonCommandLineTests {
         let namespace = try TestNamespace("cli")
         defer { namespace.remove() }
         let prefix = user.map { "setpriv --reuid=\($0) --regid=\($0) --clear-groups " } ?? ""
-        return namespace.execute("\(prefix)\(DaemonProcess.binary) \(arguments)")
+        // Bounded: a daemon that wrongly starts instead of failing is ended.
+        return namespace.execute("timeout -k 1 20 \(prefix)\(DaemonProcess.binary) \(arguments)")
+    }
+
+    @Test func aBadCaptureFilterNamesItself() throws {
+        let (status, output) = try run("--pcap /tmp/netstackd-test-\(getpid()).pcap --pcap-filter \"tcp port banana\"")
+        unlink("/tmp/netstackd-test-\(getpid()).pcap")
+        #expect(status == 2)
+        #expect(output.contains("pcap-filter"), "\(output)")
+        let (alone, text) = try run("--pcap-filter icmp")
+        #expect(alone == 2)
+        #expect(text.contains("pcap-filter"), "\(text)")
     }
 
     @Test func badAddressFlag() throws {

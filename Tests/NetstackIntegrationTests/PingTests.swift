@@ -110,6 +110,25 @@ struct PingTests {
         #expect(counters["drop.fragment.overlap"] == 1)
         #expect((counters["drop.fragment.evicted"] ?? 0) >= 10_000 - 1024, "\(counters) \(daemon.standardError)")
     }
+
+    /// `--pcap-filter icmp`: a run with ping and TCP traffic writes only the
+    /// ICMP frames, and the capture is complete after SIGINT.
+    @Test func aCaptureFilterWritesOnlyWhatItSelects() throws {
+        let namespace = try TestNamespace("pcapfilter")
+        defer { namespace.remove() }
+        try namespace.addHostTap()
+        let capture = "/tmp/\(namespace.name).pcap"
+        defer { unlink(capture) }
+        let daemon = try DaemonProcess(in: namespace, arguments: ["--pcap", capture, "--pcap-filter", "icmp"])
+        defer { daemon.stop() }
+        #expect(namespace.execute("ping -c 5 -i 0.05 -W 2 192.168.69.1").status == 0)
+        #expect(try namespace.run("echo hi | nc -N -w 5 192.168.69.1 7") == "hi\n")
+        #expect(daemon.stop() == 0)
+        let all = try TestShell.run("tcpdump -nr \(capture) 2>/dev/null").split(separator: "\n")
+        let icmp = try TestShell.run("tcpdump -nr \(capture) icmp 2>/dev/null").split(separator: "\n")
+        #expect(all.count == 10, "5 requests and 5 replies: \(all)")
+        #expect(icmp.count == all.count, "only ICMP frames")
+    }
 }
 
 /// config/netstackd.toml, as the daemon embeds it.

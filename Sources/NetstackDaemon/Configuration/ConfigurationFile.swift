@@ -76,6 +76,7 @@ public enum ConfigurationFile {
                 configuration.logLevel = level
             }
             if let pcap = try daemon.string("pcap") { configuration.pcap = pcap }
+            if let filter = try daemon.string("pcap-filter") { configuration.pcapFilter = filter }
             if let seconds = try daemon.int("statistics-interval") {
                 guard seconds >= 0 else { throw daemon.error("statistics-interval", "must not be negative") }
                 configuration.statisticsInterval = seconds == 0 ? nil : .seconds(seconds)

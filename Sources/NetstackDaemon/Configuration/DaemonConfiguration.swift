@@ -19,6 +19,8 @@ public struct DaemonConfiguration: Sendable {
     public var offloads = true
     public var logLevel = Logger.Level.info
     public var pcap: String?
+    /// A BPF expression: only the frames it selects are written.
+    public var pcapFilter: String?
     /// Seconds between counter summaries at log level info; nil for none.
     public var statisticsInterval: Duration? = .seconds(10)
     /// How long the engine polls without sleeping after the last frame or
@@ -102,6 +104,9 @@ public struct DaemonConfiguration: Sendable {
     /// Checks what no single field can: limits in range, the interface name.
     /// Throws naming the first field that is wrong.
     public func validate() throws(ConfigurationError) {
+        if pcapFilter != nil && pcap == nil {
+            throw ConfigurationError(field: "pcap-filter", message: "filters a capture: give pcap too")
+        }
         guard !interface.isEmpty, interface.utf8.count <= 15,
               !interface.contains(where: { $0 == "/" || $0.isWhitespace }) else {
             throw ConfigurationError(field: "interface.name", message: "\"\(interface)\" is not an interface name "

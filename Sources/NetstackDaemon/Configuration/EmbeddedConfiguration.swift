@@ -31,6 +31,8 @@ offloads = true
 log-level = "info"
 # Write every frame in and out to this pcap file.
 # pcap = "/tmp/netstackd.pcap"
+# Only the frames this BPF expression (tcpdump's syntax) selects.
+# pcap-filter = "icmp or icmp6"
 # Seconds between counter summaries at log level info; 0 turns them off.
 statistics-interval = 10
 # Microseconds the engine keeps polling the TAP after the last frame or
