@@ -17,6 +17,7 @@ struct MetricsEndpointTests {
             let text = try namespace.run("curl -sS --max-time 5 \(url)")
             #expect(text.contains("netstack_events_total{name=\"frames.received\"}"), "\(text.prefix(400))")
             #expect(text.contains("netstack_service_connections"), "the services' metrics: \(text.prefix(400))")
+            #expect(text.contains("netstack_sockets{protocol=\"tcp\",state=\"listen\"}"), "sockets by state")
             let check = namespace.execute("curl -sS --max-time 5 \(url) | promtool check metrics")
             #expect(check.status == 0, "promtool: \(check.output)")
         }

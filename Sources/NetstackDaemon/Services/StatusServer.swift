@@ -130,6 +130,14 @@ struct StatusServer: Service, Sendable {
     /// The Prometheus text: the stack's counters and drops, then the registry's metrics.
     func exposition() async -> String {
         let counters = await sockets.perform { stack in stack.counters.nonZero.map { ($0.name, $0.value) } }
+        let states = await sockets.perform { stack -> [String: Int] in
+            var states: [String: Int] = [:]
+            for socket in stack.tcpSockets(IPv4.self) { states["tcp \(socket.state.rawValue)", default: 0] += 1 }
+            for socket in stack.tcpSockets(IPv6.self) { states["tcp6 \(socket.state.rawValue)", default: 0] += 1 }
+            states["udp", default: 0] += stack.udpSockets(IPv4.self).count
+            states["udp6", default: 0] += stack.udpSockets(IPv6.self).count
+            return states
+        }
         var text = "# HELP netstack_events_total Events the stack counted (frames, bytes, segments, errors sent), by name.\n"
         text += "# TYPE netstack_events_total counter\n"
         var drops = "# HELP netstack_drops_total Frames and segments the stack dropped, by reason.\n"
@@ -141,7 +149,14 @@ struct StatusServer: Service, Sendable {
                 text += "netstack_events_total{name=\"\(Self.escape(name))\"} \(value)\n"
             }
         }
-        return text + drops + Self.withHelp(registry?.emitToString() ?? "")
+        var sockets = "# HELP netstack_sockets Sockets in the stack now, by protocol and TCP state.\n"
+        sockets += "# TYPE netstack_sockets gauge\n"
+        for (key, count) in states.sorted(by: { $0.key < $1.key }) {
+            let parts = key.split(separator: " ")
+            let state = parts.count > 1 ? String(parts[1]) : "open"
+            sockets += "netstack_sockets{protocol=\"\(parts[0])\",state=\"\(Self.escape(state))\"} \(count)\n"
+        }
+        return text + drops + sockets + Self.withHelp(registry?.emitToString() ?? "")
     }
 
     /// The registry's text with a `# HELP` line before each `# TYPE` line
