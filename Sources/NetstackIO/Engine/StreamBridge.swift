@@ -91,6 +91,7 @@ final class StreamBridges {
         nextKey += 1
         let flags = fcntl(descriptor, F_GETFL)
         _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
+        Self.enlargeBuffers(descriptor)
         let events = UInt32(CTAP_EPOLL_IN | CTAP_EPOLL_OUT | CTAP_EPOLL_RDHUP) | CTAP_EPOLL_EDGE
         guard ctap_epoll_add(poller, descriptor, events, key) == 0 else {
             close(descriptor)
@@ -100,6 +101,21 @@ final class StreamBridges {
         bridges[key] = Bridge(descriptor: descriptor, socket: socket, move: move, release: release, onEnd: onEnd)
         bySocket[socket] = key
         dirty.insert(key)
+    }
+
+    /// Bytes a stream's Unix socket may hold each way (the kernel's default
+    /// is about 208 KiB).
+    static let unixBufferBytes: Int32 = 1 << 20
+
+    /// Raises the descriptor's buffers past the system's maximum where the
+    /// daemon may (root: the FORCE options), else to that maximum.
+    private static func enlargeBuffers(_ descriptor: Int32) {
+        var bytes = unixBufferBytes
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        for (forced, plain) in [(SO_SNDBUFFORCE, SO_SNDBUF), (SO_RCVBUFFORCE, SO_RCVBUF)]
+        where setsockopt(descriptor, SOL_SOCKET, forced, &bytes, size) != 0 {
+            _ = setsockopt(descriptor, SOL_SOCKET, plain, &bytes, size)
+        }
     }
 
     /// The poller says the descriptor tagged `tag` changed.
