@@ -119,6 +119,8 @@ final class ControlSession {
             await accepted.abort()
             return await reply(.failure(ControlError(.socket, errno: code, "socketpair: \(String(cString: strerror(code)))")))
         }
+        // The program's end may queue as much as the engine's.
+        ByteStreamBuffers.enlarge(pair[1])
         // The engine owns pair[0] from here; the client gets a copy of pair[1].
         await accepted.stream(to: pair[0])
         defer { close(pair[1]) }
