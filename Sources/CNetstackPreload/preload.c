@@ -273,9 +273,9 @@ int netstack_preload_socket_count(void) {
 // MARK: The control protocol
 
 enum {
-    HELLO = 0x01, OPEN_SOCKET = 0x03, JOIN = 0x04, BIND = 0x10, LISTEN = 0x11, ACCEPT = 0x12, CONNECT = 0x13,
+    HELLO = 0x01, OPEN_SOCKET = 0x03, BIND = 0x10, LISTEN = 0x11, CONNECT = 0x13,
     GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B, ACCEPT_STREAM = 0x1C,
-    DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, TOKEN = 0x93, FAILURE = 0xFF,
+    DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, FAILURE = 0xFF,
 };
 enum {
     OPTION_NO_DELAY = 1, OPTION_KEEPALIVE = 2, OPTION_RECEIVE_BUFFER = 3, OPTION_SEND_BUFFER = 4, OPTION_V6_ONLY = 5,
@@ -472,10 +472,10 @@ static const char *control_path(void) {
     return socket_path[0] ? socket_path : NETSTACK_DEFAULT_SOCKET;
 }
 
-/// A new control connection that has said hello, with `count` more
-/// requests sent in the same write (their answers are the caller's to read);
-/// -1 with ECONNREFUSED when netstackd does not answer.
-static int control_connect_then(const struct message *then, int count) {
+/// A new control connection that has said hello, with `then` sent in the
+/// same write (its answer is the caller's to read); -1 with ECONNREFUSED
+/// when netstackd does not answer.
+static int control_connect_then(struct message then) {
     int fd = REAL(socket)(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct sockaddr_un address = {.sun_family = AF_UNIX};
@@ -486,11 +486,9 @@ static int control_connect_then(const struct message *then, int count) {
         errno = ECONNREFUSED;
         return -1;
     }
-    struct message messages[4], answer;
-    messages[0] = request(HELLO);
+    struct message messages[2] = {request(HELLO), then}, answer;
     put16(&messages[0], 1);
-    for (int i = 0; i < count && i < 3; i++) messages[1 + i] = then[i];
-    if (send_messages(fd, messages, 1 + (count < 3 ? count : 3)) < 0 || read_answer(fd, &answer, WELCOME) < 0) {
+    if (send_messages(fd, messages, 2) < 0 || read_answer(fd, &answer, WELCOME) < 0) {
         int saved = errno == ECONNRESET ? ECONNREFUSED : errno;
         REAL(close)(fd);
         errno = saved;
@@ -519,23 +517,20 @@ static void apply_options(int fd, const struct sock *entry) {
     if (entry->keepalive) set_option(fd, OPTION_KEEPALIVE, 1);
 }
 
-static int finish_stream(int fd, struct sock *entry);
-
-/// Asks for the endpoints and the byte stream (pipelined) and records the
-/// endpoints: the last step of connect and accept.
-static int become_stream(int fd, struct sock *entry) {
-    struct message messages[2] = {request(GET_ENDPOINTS), request(STREAM)};
-    if (send_messages(fd, messages, 2) < 0) return -1;
-    return finish_stream(fd, entry);
+/// Records the local and remote endpoints of an ENDPOINTS answer.
+static void record_endpoints(const struct message *answer, struct sock *entry) {
+    size_t at = 1;
+    if (!get_endpoint(answer, &at, entry->domain, &entry->local, &entry->local_length)) entry->local_length = 0;
+    if (!get_endpoint(answer, &at, entry->domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
 }
 
-/// Reads the answers to GET_ENDPOINTS and STREAM (sent already).
-static int finish_stream(int fd, struct sock *entry) {
-    struct message answer;
+/// Asks for the endpoints and the byte stream (pipelined) and records the
+/// endpoints: the last step of connect.
+static int become_stream(int fd, struct sock *entry) {
+    struct message messages[2] = {request(GET_ENDPOINTS), request(STREAM)}, answer;
+    if (send_messages(fd, messages, 2) < 0) return -1;
     if (read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
-    size_t at = 1;
-    if (!get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length)) entry->local_length = 0;
-    if (!get_endpoint(&answer, &at, entry->domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
+    record_endpoints(&answer, entry);
     if (read_answer(fd, &answer, DONE) < 0) return -1;
     set_state(entry, CONNECTED);
     return 0;
@@ -767,7 +762,7 @@ int socket(int domain, int type, int protocol) {
     put8(&open, domain == AF_INET ? 4 : 6);
     put8(&open, stream ? 1 : 2);
     // Hello and the open in one write: one round trip.
-    int fd = control_connect_then(&open, 1);
+    int fd = control_connect_then(open);
     if (fd < 0) return -1;
     if (read_answer(fd, &opened, DONE) < 0 || !claim(fd, domain, kind)) {
         int saved = errno ? errno : EMFILE;
@@ -918,9 +913,7 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
         if (connection >= 0) REAL(close)(connection);
         return errno = ECONNABORTED, -1;
     }
-    size_t at = 1;
-    if (!get_endpoint(&answer, &at, domain, &entry->local, &entry->local_length)) entry->local_length = 0;
-    if (!get_endpoint(&answer, &at, domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
+    record_endpoints(&answer, entry);
     set_state(entry, CONNECTED);
     apply_flags(connection, flags);
     if (address && length) {
@@ -963,7 +956,7 @@ int connect(int fd, const struct sockaddr *address, socklen_t length) {
         struct message open = request(OPEN_SOCKET), opened;
         put8(&open, 4);
         put8(&open, 1);
-        int replacement = control_connect_then(&open, 1);
+        int replacement = control_connect_then(open);
         if (replacement < 0) return -1;
         int status = fcntl(fd, F_GETFL), descriptor_flags = fcntl(fd, F_GETFD);
         if (read_answer(replacement, &opened, DONE) < 0 || REAL(dup2)(replacement, fd) < 0) {

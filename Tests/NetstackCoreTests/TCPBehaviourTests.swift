@@ -334,6 +334,41 @@ import Testing
         // A SYN on an established connection is challenged too (RFC 5961 §4).
     }
 
+    /// The ACK of a peer's FIN waits for the end of the turn: an application
+    /// that closes on end of stream sends one FIN+ACK, and one that does not
+    /// still has the FIN acknowledged within a millisecond.
+    @Test func theAckOfAFinGoesWithTheApplicationsFin() throws {
+        let host = HostFrames()
+        let driver = StackDriver()
+        let listener = driver.stack.tcpOpen(IPv4.self)
+        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
+        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        func segments() -> [TCPHeader] {
+            driver.takeSent().compactMap { if case .tcp(let tcp) = $0.transport { tcp } else { nil } }
+        }
+        for (port, closes) in [(UInt16(1234), true), (UInt16(1235), false)] {
+            driver.receive(host.tcp(port, 80, sequence: 1000, acknowledgment: 0, flags: .syn))
+            let ours = try #require(segments().first).sequenceNumber &+ 1
+            driver.receive(host.tcp(port, 80, sequence: 1001, acknowledgment: ours, flags: .ack))
+            let connection = try #require(try driver.stack.tcpAccept(IPv4.self, listener))
+            driver.receive(host.tcp(port, 80, sequence: 1001, acknowledgment: ours, flags: [.fin, .ack]))
+            #expect(segments().isEmpty, "the ACK waits for the application")
+            if closes {
+                driver.stack.tcpClose(IPv4.self, connection)
+                driver.advance(by: .zero)
+                let sent = segments()
+                #expect(sent.count == 1 && sent[0].flags.contains(.fin) && sent[0].acknowledgmentNumber == 1002,
+                        "one FIN+ACK: \(sent)")
+            } else {
+                driver.advance(by: .milliseconds(1))
+                let sent = segments()
+                #expect(sent.count == 1 && !sent[0].flags.contains(.fin) && sent[0].acknowledgmentNumber == 1002,
+                        "a bare ACK: \(sent)")
+            }
+        }
+    }
+
     @Test func listenBacklogOverflowDropsSYNsUntilAccepted() throws {
         let simulation = Simulation(faults: LinkFaults(), seed: 12)
         let listener = simulation.right.tcpOpen(IPv4.self)

@@ -79,15 +79,7 @@ struct BuiltinServices: ServiceLifecycle.Service {
             logger.error("udp \(setting.kind.rawValue) on \(I.name) port \(setting.port): \(error)")
             return
         }
-        while true {
-            let datagram: Datagram<I>
-            do {
-                datagram = try await socket.receive()
-            } catch .closed {
-                return
-            } catch {
-                continue
-            }
+        while let datagram = await socket.nextDatagram() {
             // A datagram the stack refuses (over the rate) is dropped; the
             // metrics count it.
             guard let answer = try? await stack.call(datagram.payload) else { continue }
@@ -170,6 +162,22 @@ final class OpenSockets: Sendable {
         Task {
             await withDiscardingTaskGroup { group in
                 for close in closers { group.addTask { await close() } }
+            }
+        }
+    }
+}
+
+extension DatagramSocket {
+    /// The next datagram, past errors that concern one datagram (an ICMP
+    /// error for an earlier send); nil once the socket is closed.
+    func nextDatagram() async -> Datagram<I>? {
+        while true {
+            do {
+                return try await receive()
+            } catch .closed {
+                return nil
+            } catch {
+                continue
             }
         }
     }

@@ -84,15 +84,7 @@ struct IperfServer: Sendable {
             return
         }
         let endpoint = IperfDatagramSocket(socket)
-        while true {
-            let datagram: Datagram<I>
-            do {
-                datagram = try await socket.receive()
-            } catch .closed {
-                return
-            } catch {
-                continue
-            }
+        while let datagram = await socket.nextDatagram() {
             hub.datagram(datagram.payload, from: IperfPeer(datagram.source), on: endpoint)
         }
     }

@@ -79,20 +79,7 @@ public final class SocketRuntime: Sendable {
     /// (on the engine thread). The socket itself stays open for its owner.
     public func bridge<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
                                      onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
-        guard let bridges else {
-            close(descriptor)
-            onEnd(.failed(nil))
-            return
-        }
-        submitWork { stack in
-            if self.stopped.load(ordering: .acquiring) {
-                close(descriptor)
-                onEnd(.failed(.closed))
-                return
-            }
-            bridges.value.add(I.self, socket, descriptor: descriptor, onEnd: onEnd)
-            bridges.value.pump(stack)
-        }
+        join(descriptor, onEnd: onEnd) { $0.add(I.self, socket, descriptor: descriptor, onEnd: onEnd) }
     }
 
     /// Joins a UDP socket to `descriptor`: datagrams travel as frames
@@ -102,6 +89,16 @@ public final class SocketRuntime: Sendable {
     public func bridgeDatagrams<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
                                               companion: SocketID? = nil,
                                               onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
+        join(descriptor, onEnd: onEnd) {
+            $0.addDatagrams(I.self, socket, descriptor: descriptor, companion: companion, onEnd: onEnd)
+        }
+    }
+
+    /// Adds a bridge on the engine thread (`add`) and pumps it; without
+    /// bridges, or once the engine has stopped, the descriptor is closed and
+    /// `onEnd` says so.
+    private func join(_ descriptor: Int32, onEnd: @escaping @Sendable (BridgeEnd) -> Void,
+                      _ add: @escaping @Sendable (StreamBridges) -> Void) {
         guard let bridges else {
             close(descriptor)
             onEnd(.failed(nil))
@@ -113,7 +110,7 @@ public final class SocketRuntime: Sendable {
                 onEnd(.failed(.closed))
                 return
             }
-            bridges.value.addDatagrams(I.self, socket, descriptor: descriptor, companion: companion, onEnd: onEnd)
+            add(bridges.value)
             bridges.value.pump(stack)
         }
     }

@@ -124,9 +124,8 @@ final class StreamBridges {
             bridge.move(&bridge, stack)
             if let end = bridge.failure ?? (bridge.readEnded && bridge.writeEnded ? .finished : nil) {
                 bridges.removeValue(forKey: key)
-                for socket in [bridge.socket, bridge.companion].compactMap({ $0 }) where bySocket[socket] == key {
-                    bySocket.removeValue(forKey: socket)
-                }
+                forget(bridge.socket, key)
+                if let companion = bridge.companion { forget(companion, key) }
                 _ = ctap_epoll_remove(poller, bridge.descriptor)
                 bridge.release?(stack)
                 close(bridge.descriptor)
@@ -135,6 +134,11 @@ final class StreamBridges {
                 bridges[key] = bridge
             }
         }
+    }
+
+    /// Drops `socket`'s entry if it still names the bridge `key`.
+    private func forget(_ socket: SocketID, _ key: UInt64) {
+        if bySocket[socket] == key { bySocket.removeValue(forKey: socket) }
     }
 
     /// Ends every bridge (the engine is stopping): descriptors closed.
