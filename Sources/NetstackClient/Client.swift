@@ -137,6 +137,15 @@ public struct NetstackClient: Sendable {
         return RemoteSocket(connection: connection, client: self)
     }
 
+    /// A live capture of the stack's frames that `filter` (a BPF expression;
+    /// empty for all) selects: the descriptor returned reads a capture file,
+    /// as `tcpdump -w -` would write it, until it is closed. The caller owns it.
+    public func capture(filter: String = "", format: CaptureFileFormat = .pcap) async throws -> Int32 {
+        let connection = try await ControlConnection.connect(path: path)
+        try await connection.exchange(.capture(filter: filter, format: format))
+        return connection.releaseDescriptor()
+    }
+
     /// Joins the socket a token from `clone` or `accept` names.
     public func join(token: UInt64) async throws -> RemoteSocket {
         let connection = try await ControlConnection.connect(path: path)

@@ -8,6 +8,9 @@ public enum ControlCodec {
         switch message {
         case .hello(let version), .welcome(let version): body.u16(version)
         case .query(let kind): body.u8(kind.rawValue)
+        case .capture(let filter, let format):
+            body.u8(format.rawValue)
+            body.text(filter)
         case .openSocket(let family, let kind):
             body.u8(family.rawValue)
             body.u8(kind.rawValue)
@@ -93,6 +96,12 @@ public enum ControlCodec {
             message = .setOption(option, try reader.u64())
         case 0x1B: message = .stream
         case 0x1C: message = .acceptStream
+        case 0x1D:
+            let raw = try reader.u8()
+            guard let format = CaptureFileFormat(rawValue: raw) else {
+                throw ControlError(.malformed, "unknown capture format \(raw)")
+            }
+            message = .capture(filter: try reader.text(), format: format)
         case 0x80: message = .done(try reader.u64())
         case 0x81: message = .welcome(version: try reader.u16())
         case 0x82: message = .queryResult(try reader.data())

@@ -24,6 +24,12 @@ public enum SocketKind: UInt8, Sendable, Codable {
     case datagram = 2
 }
 
+/// The file format of a live capture.
+public enum CaptureFileFormat: UInt8, Sendable, CaseIterable {
+    case pcap = 1
+    case pcapng = 2
+}
+
 public enum QueryKind: UInt8, Sendable, CaseIterable {
     case status = 1
     case addresses = 2
@@ -131,6 +137,10 @@ public enum ControlMessage: Equatable, Sendable {
     /// bytes as a `stream` connection would: no `join` and no new control
     /// connection per accepted connection.
     case acceptStream
+    /// A live capture: after the `done` answer the connection carries a
+    /// capture file (pcap or pcapng) of every frame the BPF `filter` selects
+    /// (all when empty), and no more messages, until the client closes it.
+    case capture(filter: String, format: CaptureFileFormat)
 
     case welcome(version: UInt16)
     /// A query's answer: a JSON document of the query's `Codable` type.
@@ -162,6 +172,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .setOption: 0x1A
         case .stream: 0x1B
         case .acceptStream: 0x1C
+        case .capture: 0x1D
         case .done: 0x80
         case .welcome: 0x81
         case .queryResult: 0x82

@@ -97,29 +97,46 @@ public enum Daemon {
         let logger = Logger(label: "netstackd")
         raiseDescriptorLimit(logger: logger)
         var offloads = TapOffloadReport()
-        let device = try openDevice(configuration, offloads: &offloads)
+        var tapConfiguration = configuration
+        if let faults = configuration.faults {
+            // Each fault then hits one wire-sized frame, and a corrupted one
+            // carries a checksum that catches it (with offloads the kernel
+            // would checksum the corrupted bytes).
+            logger.notice("injecting faults both ways: \(faults); offloads off")
+            tapConfiguration.offloads = false
+        }
+        let tap = try openDevice(tapConfiguration, offloads: &offloads)
         if offloads.refusal != nil {
             logger.warning("offloads: \(offloads)")
         } else {
             logger.info("offloads: \(offloads)")
         }
-        let capture: PcapWriter?
+        let file: PcapWriter?
         do {
-            capture = try configuration.pcap.map { path throws(PcapError) in
-                try PcapWriter(path: path, filter: configuration.pcapFilter)
+            file = try configuration.pcap.map { path throws(PcapError) in
+                try PcapWriter(path: path, format: configuration.pcapFormat, filter: configuration.pcapFilter,
+                               rotation: configuration.pcapRotation)
             }
         } catch {
             if case .filter = error { throw StartupError(description: "pcap-filter: \(error)") }
             throw StartupError(description: "pcap: \(error)")
         }
+        let capture = FrameCapture(file: file, report: { logger.error("\($0)") })
+        let faultCounters = FaultCounters()
+        let virtioHeader = offloads.link.virtioHeader
+        let device = DaemonDevice(CapturingDevice(tap, capture: capture, virtioHeader: virtioHeader),
+                                  settings: configuration.faults, counters: faultCounters,
+                                  skip: virtioHeader ? VirtioNetHeader.length : 0)
         var system = SystemRandomNumberGenerator()
         let stack = Stack(configuration: configuration.stackConfiguration, now: SystemClock.monotonic(),
                           seed: system.next())
         stack.offloads = offloads.link
-        let engine = try Engine(stack: stack, device: device, capture: capture, logger: logger,
+        let engine = try Engine(stack: stack, device: device, logger: logger,
                                 statisticsInterval: configuration.statisticsInterval,
                                 busyPoll: configuration.busyPoll)
-        let service = EngineService(engine: engine, configuration: configuration, metrics: metrics, logger: logger)
+        let link = LinkInstruments(capture: capture, faults: faultCounters)
+        let service = EngineService(engine: engine, link: link, configuration: configuration, metrics: metrics,
+                                    logger: logger)
         // The stack queries serve the control socket and the status page alike.
         let clients = ControlClients(maximum: configuration.controlMaximumClients,
                                      perProcess: configuration.controlMaximumClientsPerProcess)
@@ -127,8 +144,8 @@ public enum Daemon {
             .layer(LoggingLayer(logger: logger, name: "control query"))
             .layer(MetricsLayer(name: "netstack_control_queries"))
             .layer(ConcurrencyLimitLayer(limit: 4))
-            .service(ControlQueries(engine: engine, configuration: configuration, metrics: metrics, clients: clients,
-                                    offloads: offloads)))
+            .service(ControlQueries(engine: engine, link: link, configuration: configuration, metrics: metrics,
+                                    clients: clients, offloads: offloads)))
         let builtins = BuiltinServices(settings: configuration.services, sockets: engine.sockets, logger: logger,
                                        metrics: metrics, queries: { try? await queries.call($0) })
         // Built-in services may all end (none configured, or none could bind):
@@ -137,7 +154,7 @@ public enum Daemon {
             .init(service: service), .init(service: builtins, successTerminationBehavior: .ignore),
         ]
         if let path = configuration.controlSocket {
-            let context = ControlContext(runtime: engine.sockets, clients: clients, queries: queries)
+            let context = ControlContext(runtime: engine.sockets, clients: clients, queries: queries, capture: capture)
             services.append(.init(service: try ControlServer(path: path, group: configuration.controlGroup,
                                                              context: context, logger: logger)))
         }
@@ -154,7 +171,8 @@ public enum Daemon {
 /// announces readiness, and on graceful shutdown stops it, flushes the
 /// capture and prints the counters.
 struct EngineService: ServiceLifecycle.Service {
-    let engine: Engine<TapDevice>
+    let engine: Engine<DaemonDevice>
+    let link: LinkInstruments
     let configuration: DaemonConfiguration
     let metrics: PrometheusCollectorRegistry?
     let logger: Logger
@@ -184,8 +202,11 @@ struct EngineService: ServiceLifecycle.Service {
         } onCancel: {
             engine.stop()
         }
-        // The thread has ended: the stack is ours to read.
-        let summary = Engine<TapDevice>.summary(engine.stack.counters)
+        // The thread has ended: the stack is ours to read, and the capture
+        // has every frame it will get.
+        await link.capture.finish()
+        let summary = ([Engine<DaemonDevice>.summary(engine.stack.counters)]
+            + link.counters.map { "\($0.name)=\($0.value)" }).joined(separator: " ")
         writeStandardError("netstackd: stopped; counters: \(summary)\n")
         if let metrics {
             // Counters, meters and histogram totals; the buckets would be noise here.
@@ -208,6 +229,22 @@ struct EngineService: ServiceLifecycle.Service {
         }
         print("netstackd: ready on \(configuration.interface): \(addresses.joined(separator: " "))")
         fflush(nil)
+    }
+}
+
+/// The daemon's device: the TAP, seen by the capture as frames cross it,
+/// behind the fault injector (which passes frames untouched when no fault
+/// is set), so a capture shows the wire and faults hit the stack's side.
+typealias DaemonDevice = FaultInjectingDevice<CapturingDevice<TapDevice>>
+
+/// What the device wrappers count, for `netstackctl stats` and /metrics.
+struct LinkInstruments: Sendable {
+    let capture: FrameCapture
+    let faults: FaultCounters
+
+    /// Every non-zero counter of the capture and the fault injector.
+    var counters: [(name: String, value: Int)] {
+        (capture.counters + faults.nonZero).filter { $0.value != 0 }
     }
 }
 

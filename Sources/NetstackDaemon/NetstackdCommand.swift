@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import NetstackCore
+import NetstackIO
 import NetstackWire
 
 /// The command line of `netstackd`. Flags override the configuration file.
@@ -46,6 +47,18 @@ public struct NetstackdCommand: ParsableCommand {
     @Option(name: .long, help: "Write only the frames this BPF expression (tcpdump's syntax) selects.")
     var pcapFilter: String?
 
+    @Option(name: .long, help: "The capture's file format: pcap or pcapng.")
+    var pcapFormat: String?
+
+    @Option(name: .long, help: "Start a new capture file past this size (like 10M); the older ones become FILE.1, FILE.2, ...")
+    var pcapRotate: String?
+
+    @Option(name: .long, help: "With --pcap-rotate: how many capture files to keep (10 unless configured).")
+    var pcapFiles: Int?
+
+    @Option(name: .long, help: "Inject faults on the link, both ways: drop=5%,corrupt=0.1%,duplicate=1%,reorder=10%,delay=2ms,rate=100mbit,seed=1 (turns offloads off).")
+    var fault: String?
+
     @Option(name: .long, help: "The control socket's path (\"\" for none).")
     var controlSocket: String?
 
@@ -85,6 +98,34 @@ public struct NetstackdCommand: ParsableCommand {
         }
         if let pcap { configuration.pcap = pcap }
         if let pcapFilter { configuration.pcapFilter = pcapFilter }
+        if let pcapFormat {
+            guard let format = CaptureFormat(rawValue: pcapFormat) else {
+                throw ConfigurationError(field: "--pcap-format", message: "\"\(pcapFormat)\" is not pcap or pcapng")
+            }
+            configuration.pcapFormat = format
+        }
+        if let pcapRotate {
+            let files = configuration.pcapRotation?.files ?? 10
+            configuration.pcapRotation = PcapRotation(maximumBytes: try parseByteSize(pcapRotate, field: "--pcap-rotate"),
+                                                      files: files)
+        }
+        if let pcapFiles {
+            guard configuration.pcapRotation != nil else {
+                throw ConfigurationError(field: "--pcap-files", message: "counts rotated files: give --pcap-rotate too")
+            }
+            guard (1...1000).contains(pcapFiles) else {
+                throw ConfigurationError(field: "--pcap-files", message: "\(pcapFiles) is outside 1...1000")
+            }
+            configuration.pcapRotation?.files = pcapFiles
+        }
+        if let fault {
+            do {
+                let settings = try FaultSettings(parsing: fault)
+                configuration.faults = settings.isEmpty ? nil : settings
+            } catch {
+                throw ConfigurationError(field: "--fault", message: "\(error)")
+            }
+        }
         if let logLevel { configuration.logLevel = logLevel }
         if let controlSocket { configuration.controlSocket = controlSocket.isEmpty ? nil : controlSocket }
         do {
@@ -94,7 +135,8 @@ public struct NetstackdCommand: ParsableCommand {
             var error = error
             let flags = ["interface.name": interface != nil ? "--interface" : nil,
                          "interface.mtu": mtu != nil ? "--mtu" : nil,
-                         "interface.mac": mac != nil ? "--mac" : nil]
+                         "interface.mac": mac != nil ? "--mac" : nil,
+                         "pcap-rotate": pcapRotate != nil ? "--pcap-rotate" : nil]
             if let flag = flags[error.field] ?? nil { error.field = flag }
             throw error
         }

@@ -21,7 +21,8 @@ struct Netstackctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netstackctl",
         abstract: "Ask netstackd about its stack, and use sockets inside it.",
-        subcommands: [Status.self, Addresses.self, Neighbors.self, Sockets.self, Stats.self, Netcat.self])
+        subcommands: [Status.self, Addresses.self, Neighbors.self, Sockets.self, Stats.self, Netcat.self,
+                      Capture.self])
 }
 
 /// Prints `value` as JSON, or as a table of `rows` under `header`.
@@ -103,6 +104,46 @@ struct Stats: AsyncParsableCommand {
         if !output.json && !stats.metrics.isEmpty {
             print("")
             print(stats.metrics.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.contains("_bucket") }.joined(separator: "\n"))
+        }
+    }
+}
+
+struct Capture: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stream the stack's frames as a capture file to standard output, while the daemon runs.",
+        discussion: """
+            netstackctl capture 'tcp port 7' | tcpdump -r - -nn
+            Stops when the reader goes away (or on Ctrl-C). A reader slower than the traffic loses frames \
+            (capture.liveDropped in netstackctl stats); the stack never waits for it.
+            """)
+    @OptionGroup var connection: Connection
+    @Option(name: .long, help: "pcap or pcapng.")
+    var format = "pcap"
+    @Argument(parsing: .remaining, help: "A BPF filter expression, as tcpdump takes it (all frames without one).")
+    var filter: [String] = []
+
+    func validate() throws {
+        guard ["pcap", "pcapng"].contains(format) else { throw ValidationError("--format is pcap or pcapng") }
+    }
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let descriptor = try await connection.client.capture(filter: filter.joined(separator: " "),
+                                                            format: format == "pcapng" ? .pcapng : .pcap)
+        defer { close(descriptor) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            var offset = 0
+            while offset < n {
+                let written = buffer.withUnsafeBytes { write(1, $0.baseAddress! + offset, n - offset) }
+                if written < 0 && errno == EINTR { continue }
+                // The reader is gone (EPIPE): done.
+                guard written > 0 else { return }
+                offset += written
+            }
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import NetstackCore
 import NetstackDaemon
 import NetstackWire
+import NetstackIO
 import Testing
 
 @Suite struct ConfigurationTests {
@@ -55,6 +56,42 @@ import Testing
         #expect(field(["--mac", "01:00:5e:00:00:01"]) == "--mac")
         #expect(field(["--gateway", "10.0.0.1", "--gateway", "10.0.0.2"]) == "--gateway")
         #expect(field(["--address", "300.1.1.1/24"]) == "parse")
+    }
+
+    @Test func captureAndFaultSettingsFromTheFile() throws {
+        let file = try ConfigurationFile.parse("""
+            [daemon]
+            pcap = "/tmp/x.pcap"
+            pcap-format = "pcapng"
+            pcap-rotate = "2M"
+            pcap-files = 4
+            fault = "drop=1%,delay=3ms,seed=5"
+            """, source: "c.toml")
+        #expect(file.pcapFormat == .pcapng)
+        #expect(file.pcapRotation == PcapRotation(maximumBytes: 2 << 20, files: 4))
+        #expect(file.faults?.drop == 0.01)
+        #expect(file.faults?.delay == .milliseconds(3))
+        #expect(file.faults?.seed == 5)
+        let cases = [
+            ("pcap-rotate = \"1M\"", "c.toml: pcap-rotate: rotates a capture: give pcap too"),
+            ("pcap = \"/tmp/x\"\npcap-files = 2", "c.toml: daemon.pcap-files: counts rotated files: give pcap-rotate too"),
+            ("pcap = \"/tmp/x\"\npcap-rotate = \"1K\"",
+             "c.toml: daemon.pcap-rotate: \"1K\" is not a size from 64K to 1024G (like 10M)"),
+            ("fault = \"drop=2\"", "c.toml: daemon.fault: \"drop=2\": must be between 0% and 100%"),
+        ]
+        for (text, message) in cases {
+            #expect(Self.failure { try ConfigurationFile.parse("[daemon]\n\(text)\n", source: "c.toml") }.map { "\($0)" } == message)
+        }
+    }
+
+    /// The error `body` throws (nil when it does not).
+    static func failure(_ body: () throws -> DaemonConfiguration) -> (any Error)? {
+        do {
+            _ = try body()
+            return nil
+        } catch {
+            return error
+        }
     }
 
     @Test func fileErrorsNameTheKeyAndTheFile() throws {

@@ -23,6 +23,21 @@ struct DaemonCommandLineTests {
         #expect(text.contains("pcap-filter"), "\(text)")
     }
 
+    @Test func badCaptureAndFaultFlagsNameThemselves() throws {
+        let capture = "/tmp/netstackd-test-\(getpid())-flags.pcap"
+        defer { unlink(capture) }
+        for (arguments, field) in [("--pcap-rotate 10M", "pcap-rotate"),
+                                   ("--pcap \(capture) --pcap-rotate 10Q", "--pcap-rotate"),
+                                   ("--pcap \(capture) --pcap-files 3", "--pcap-files"),
+                                   ("--pcap \(capture) --pcap-rotate 1M --pcap-files 0", "--pcap-files"),
+                                   ("--pcap \(capture) --pcap-format pcapx", "--pcap-format"),
+                                   ("--fault drop=150%", "--fault"), ("--fault jitter=1ms", "--fault")] {
+            let (status, output) = try run(arguments)
+            #expect(status == 2, "\(arguments): \(output)")
+            #expect(output.contains(field), "\(arguments): \(output)")
+        }
+    }
+
     @Test func badAddressFlag() throws {
         let (status, output) = try run("--address 300.1.1.1/24")
         #expect(status == 2)

@@ -190,11 +190,12 @@ public final class DaemonProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    /// Stops the daemon with SIGINT (SIGKILL after 10 s) and returns its exit status.
+    /// Stops the daemon with `signal` (SIGINT unless given; SIGKILL after
+    /// 10 s) and returns its exit status.
     @discardableResult
-    public func stop() -> Int32 {
+    public func stop(signal: Int32 = SIGINT) -> Int32 {
         guard process.isRunning else { return process.terminationStatus }
-        kill(pid, SIGINT)
+        kill(pid, signal)
         for _ in 0..<200 where process.isRunning { usleep(50_000) }
         if process.isRunning { kill(pid, SIGKILL) }
         process.waitUntilExit()

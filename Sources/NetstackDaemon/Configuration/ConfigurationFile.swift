@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import NetstackIO
 import NetstackWire
 import TOMLKit
 
@@ -77,6 +78,31 @@ public enum ConfigurationFile {
             }
             if let pcap = try daemon.string("pcap") { configuration.pcap = pcap }
             if let filter = try daemon.string("pcap-filter") { configuration.pcapFilter = filter }
+            if let format = try daemon.string("pcap-format") {
+                guard let parsed = CaptureFormat(rawValue: format) else {
+                    throw daemon.error("pcap-format", "\"\(format)\" is not pcap or pcapng")
+                }
+                configuration.pcapFormat = parsed
+            }
+            if let size = try daemon.string("pcap-rotate") {
+                configuration.pcapRotation = PcapRotation(
+                    maximumBytes: try parseByteSize(size, field: daemon.path("pcap-rotate")), files: 10)
+            }
+            if let files = try daemon.int("pcap-files") {
+                guard configuration.pcapRotation != nil else {
+                    throw daemon.error("pcap-files", "counts rotated files: give pcap-rotate too")
+                }
+                guard (1...1000).contains(files) else { throw daemon.error("pcap-files", "\(files) is outside 1...1000") }
+                configuration.pcapRotation?.files = files
+            }
+            if let fault = try daemon.string("fault") {
+                do {
+                    let settings = try FaultSettings(parsing: fault)
+                    configuration.faults = settings.isEmpty ? nil : settings
+                } catch {
+                    throw daemon.error("fault", "\(error)")
+                }
+            }
             if let seconds = try daemon.int("statistics-interval") {
                 guard seconds >= 0 else { throw daemon.error("statistics-interval", "must not be negative") }
                 configuration.statisticsInterval = seconds == 0 ? nil : .seconds(seconds)

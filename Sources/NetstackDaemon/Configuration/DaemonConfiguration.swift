@@ -1,5 +1,6 @@
 import Logging
 import NetstackCore
+import NetstackIO
 import NetstackWire
 
 /// Everything `netstackd` is told: the interface, the stack's addresses and
@@ -21,6 +22,11 @@ public struct DaemonConfiguration: Sendable {
     public var pcap: String?
     /// A BPF expression: only the frames it selects are written.
     public var pcapFilter: String?
+    public var pcapFormat = CaptureFormat.pcap
+    /// Start a new capture file past this size, keeping `files` (see `PcapRotation`).
+    public var pcapRotation: PcapRotation?
+    /// Faults injected on the link, both ways (`--fault`); nil for none.
+    public var faults: FaultSettings?
     /// Seconds between counter summaries at log level info; nil for none.
     public var statisticsInterval: Duration? = .seconds(10)
     /// How long the engine polls without sleeping after the last frame or
@@ -107,6 +113,14 @@ public struct DaemonConfiguration: Sendable {
         if pcapFilter != nil && pcap == nil {
             throw ConfigurationError(field: "pcap-filter", message: "filters a capture: give pcap too")
         }
+        if let rotation = pcapRotation {
+            guard pcap != nil else {
+                throw ConfigurationError(field: "pcap-rotate", message: "rotates a capture: give pcap too")
+            }
+            guard (1...1000).contains(rotation.files) else {
+                throw ConfigurationError(field: "pcap-files", message: "\(rotation.files) is outside 1...1000")
+            }
+        }
         guard !interface.isEmpty, interface.utf8.count <= 15,
               !interface.contains(where: { $0 == "/" || $0.isWhitespace }) else {
             throw ConfigurationError(field: "interface.name", message: "\"\(interface)\" is not an interface name "
@@ -143,6 +157,25 @@ public struct DaemonConfiguration: Sendable {
             throw ConfigurationError(field: "ipv6.router-solicitations", message: "must be 0...10")
         }
     }
+}
+
+/// Parses a capture file size: bytes, or with K, M or G (binary multiples,
+/// `KiB`/`MiB`/`GiB` also taken), from 64 KiB to 1 TiB.
+func parseByteSize(_ text: String, field: String) throws(ConfigurationError) -> Int {
+    let trimmed = text
+    var digits = Substring(trimmed)
+    var scale = 1
+    for (suffix, multiple) in [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20),
+                               ("G", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)]
+    where trimmed.hasSuffix(suffix) {
+        digits = trimmed.dropLast(suffix.count)
+        scale = multiple
+        break
+    }
+    guard let number = Int(digits), number > 0, number <= (1 << 40) / scale, number * scale >= 65_536 else {
+        throw ConfigurationError(field: field, message: "\"\(text)\" is not a size from 64K to 1024G (like 10M)")
+    }
+    return number * scale
 }
 
 /// A configuration value that is wrong: which field, and why.

@@ -33,6 +33,18 @@ log-level = "info"
 # pcap = "/tmp/netstackd.pcap"
 # Only the frames this BPF expression (tcpdump's syntax) selects.
 # pcap-filter = "icmp or icmp6"
+# pcap, or pcapng (which also records each frame's direction).
+# pcap-format = "pcap"
+# Past this size the capture moves to FILE.1 (older ones to FILE.2, ...) and
+# a new FILE starts; at most pcap-files files are kept (10 unless set).
+# pcap-rotate = "100M"
+# pcap-files = 10
+# Frames are queued for a writer thread: a full queue drops frames
+# (capture.dropped in netstackctl stats), the engine never waits.
+# Faults injected on the link, both ways, to watch loss recovery by hand:
+# drop, corrupt, duplicate, reorder (held 1 ms), delay, rate, seed. Offloads
+# are off while faults are on.
+# fault = "drop=5%,reorder=10%,delay=2ms,rate=100mbit,seed=1"
 # Seconds between counter summaries at log level info; 0 turns them off.
 statistics-interval = 10
 # Microseconds the engine keeps polling the TAP after the last frame or

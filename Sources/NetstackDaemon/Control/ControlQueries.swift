@@ -10,7 +10,8 @@ import Prometheus
 /// daemon wraps it in logging, metrics and a concurrency limit like its
 /// other services.
 struct ControlQueries: NetstackService.Service, Sendable {
-    let engine: Engine<TapDevice>
+    let engine: Engine<DaemonDevice>
+    let link: LinkInstruments
     let configuration: DaemonConfiguration
     let metrics: PrometheusCollectorRegistry?
     let clients: ControlClients
@@ -49,9 +50,8 @@ struct ControlQueries: NetstackService.Service, Sendable {
                 Self.sockets(stack, IPv4.self) + Self.sockets(stack, IPv6.self)
             }))
         case .stats:
-            let counters = await engine.query { stack in
-                Dictionary(stack.counters.nonZero.map { ($0.name, $0.value) }, uniquingKeysWith: +)
-            }
+            let stackCounters = await engine.query { stack in stack.counters.nonZero.map { ($0.name, $0.value) } }
+            let counters = Dictionary(stackCounters + link.counters.map { ($0.name, UInt64($0.value)) }, uniquingKeysWith: +)
             return Array(try encoder.encode(StatsReport(counters: counters, metrics: metrics?.emitToString() ?? "")))
         }
     }

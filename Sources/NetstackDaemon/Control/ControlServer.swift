@@ -136,10 +136,14 @@ final class ControlContext: Sendable {
     let queries: AnySendableService<QueryKind, [UInt8]>
     let stopped = Latch()
     let clients: ControlClients
+    /// Live captures (`netstackctl capture`) are handed to it.
+    let capture: FrameCapture
 
-    init(runtime: SocketRuntime, clients: ControlClients, queries: AnySendableService<QueryKind, [UInt8]>) {
+    init(runtime: SocketRuntime, clients: ControlClients, queries: AnySendableService<QueryKind, [UInt8]>,
+         capture: FrameCapture) {
         self.runtime = runtime
         self.clients = clients
+        self.capture = capture
         self.queries = queries
     }
 }

@@ -84,6 +84,23 @@ final class ControlSession {
                 return true
             case .message(.acceptStream):
                 guard await acceptStream() else { return await closeChannel() }
+            case .message(.capture(let filter, let format)) where channel == nil:
+                // The capture's writer thread owns a copy of the connection
+                // from here: it sends the answer, then the capture file.
+                let copy = dup(client)
+                do throws(CaptureError) {
+                    guard copy >= 0 else {
+                        throw CaptureError.pcap(.open(path: "live capture", message: String(cString: strerror(errno))))
+                    }
+                    try context.capture.addLiveReader(copy, filter: filter.isEmpty ? nil : filter,
+                                                      format: format == .pcapng ? .pcapng : .pcap,
+                                                      preamble: ControlCodec.encode(.done(0)))
+                    return await closeChannel()
+                } catch {
+                    if copy >= 0 { close(copy) }
+                    let code: ControlError.Code = if case .tooManyReaders = error { .limitReached } else { .malformed }
+                    guard await reply(.failure(ControlError(code, "\(error)"))) else { return await closeChannel() }
+                }
             case .message(let message):
                 let (answer, end) = await handle(message)
                 guard await reply(answer), !end else { return await closeChannel() }

@@ -18,7 +18,7 @@ import Synchronization
 /// Other threads talk to the engine only through `submit(_:)` and `stop()`;
 /// the stack itself is touched by the engine thread alone.
 public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable {
-    // @unchecked: `stack`, `device`, `capture`, `receiveBuffer` and the
+    // @unchecked: `stack`, `device`, `receiveBuffer` and the
     // statistics are used only by the engine thread (inside `run()`), or by
     // other threads strictly before `run()` starts and after it returned (the
     // thread start and join order those accesses). Everything other threads
@@ -29,7 +29,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     /// or after `run()` has returned.
     public let stack: Stack
     private let device: Device
-    private let capture: PcapWriter?
     private let logger: Logger
     private let statisticsInterval: Duration?
     private let stopping = Atomic<Bool>(false)
@@ -51,7 +50,7 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     /// while traffic lasts.
     private let busyPoll: Duration?
 
-    public init(stack: Stack, device: consuming Device, capture: PcapWriter? = nil, logger: Logger,
+    public init(stack: Stack, device: consuming Device, logger: Logger,
                 statisticsInterval: Duration? = .seconds(10), busyPoll: Duration? = nil) throws(TapError) {
         self.busyPoll = busyPoll
         let mailbox = try EngineMailbox(stack: stack)
@@ -71,7 +70,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
                                 poller: poller)
         self.stack = stack
         self.device = device
-        self.capture = capture
         self.logger = logger
         self.statisticsInterval = statisticsInterval
         // The largest frame a TAP gives: a virtio header, then an Ethernet
@@ -130,7 +128,8 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
         var lastActivity = SystemClock.monotonic()
         while !stopping.load(ordering: .acquiring) {
             let now = SystemClock.monotonic()
-            let deadline = stack.nextDeadline
+            var deadline = stack.nextDeadline
+            if let held = device.nextDeadline, deadline.map({ held < $0 }) ?? true { deadline = held }
             let busy = stack.hasOutput || stack.hasSocketEvents || executor.hasJobs
             // While spinning, the wait does not sleep: no wake-up to pay on
             // the next frame.
@@ -165,6 +164,7 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             let submitted = !pending.isEmpty
             for work in pending { work(stack) }
             pending.removeAll(keepingCapacity: true)
+            try device.poll(now: current)
             let received = try receiveBatch(now: current)
             if received > 0 || submitted || bridged {
                 lastActivity = current
@@ -191,7 +191,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             }
         }
         try transmit()
-        try capture?.flush()
     }
 
     /// Receives up to a batch of frames; how many there were.
@@ -201,7 +200,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             guard let length else { return count }
             receiveBuffer.withUnsafeBytes { all in
                 let frame = UnsafeRawBufferPointer(rebasing: all[0..<length])
-                capture(frame)
                 stack.receive(frame: RawSpan(_unsafeBytes: frame), now: now)
             }
         }
@@ -211,7 +209,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
     private func transmit() throws {
         var failure: (any Error)?
         stack.transmit { frame in
-            capture(frame)
             do {
                 return try device.send(frame)
             } catch {
@@ -220,14 +217,6 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             }
         }
         if let failure { throw failure }
-    }
-
-    /// Writes a frame to the capture, without its virtio header (a capture
-    /// holds Ethernet frames; large segments appear as they crossed the TAP).
-    private func capture(_ frame: UnsafeRawBufferPointer) {
-        guard let capture else { return }
-        let skip = stack.offloads.virtioHeader ? min(VirtioNetHeader.length, frame.count) : 0
-        capture.write(UnsafeRawBufferPointer(rebasing: frame[skip...]), timestamp: SystemClock.wallClock())
     }
 
     /// `name=value` pairs of every non-zero counter.

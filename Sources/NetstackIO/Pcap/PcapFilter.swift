@@ -14,6 +14,15 @@ final class PcapFilter {
         }
     }
 
+    /// Compiles `expression` for Ethernet frames of at most `snapshotLength` bytes.
+    convenience init(_ expression: String, snapshotLength: Int) throws(PcapError) {
+        guard let handle = pcap_open_dead(DLT_EN10MB, Int32(snapshotLength)) else {
+            throw PcapError.filter(expression: expression, message: "pcap_open_dead failed")
+        }
+        defer { pcap_close(handle) }
+        try self.init(expression, handle: handle)
+    }
+
     deinit {
         pcap_freecode(&program)
     }
