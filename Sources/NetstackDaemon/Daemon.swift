@@ -17,6 +17,7 @@ import ServiceLifecycle
 /// a name or a permission), 1 when the device fails while running.
 public enum Daemon {
     public static func main(arguments: [String]) async -> Never {
+        if arguments.dropFirst().first == "replay" { replay(Array(arguments.dropFirst(2))) }
         let command: NetstackdCommand
         do {
             command = try NetstackdCommand.parse(Array(arguments.dropFirst()))
@@ -49,6 +50,23 @@ public enum Daemon {
             fail("\(error)", status: 2)
         } catch {
             fail("\(error)", status: 1)
+        }
+    }
+
+    /// `netstackd replay ...`: runs the replay and exits.
+    static func replay(_ arguments: [String]) -> Never {
+        do {
+            let command = try ReplayCommand.parse(arguments)
+            print(try command.replay())
+            exit(0)
+        } catch let error as ReplayError {
+            fail("replay: \(error)", status: error.status)
+        } catch {
+            if ReplayCommand.exitCode(for: error) == .success {
+                print(ReplayCommand.fullMessage(for: error))
+                exit(0)
+            }
+            fail(ReplayCommand.fullMessage(for: error), status: 2)
         }
     }
 

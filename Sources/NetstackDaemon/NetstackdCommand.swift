@@ -12,7 +12,8 @@ public struct NetstackdCommand: ParsableCommand {
         discussion: """
             Without --config, the built-in configuration (config/netstackd.toml) is used: \
             tap0, 02:00:00:00:00:01, 192.168.69.1/24 and fdaa::1/64. Bad flags or \
-            configuration exit with status 2.
+            configuration exit with status 2. `netstackd replay FILE --out OUT` replays a \
+            capture through a fresh stack instead (`netstackd replay --help`).
             """)
 
     @Option(name: .long, help: "Read the configuration from this TOML file instead of the built-in one.")

@@ -1,4 +1,5 @@
 import NetstackCore
+import NetstackIO
 import NetstackTestSupport
 import NetstackWire
 import Testing

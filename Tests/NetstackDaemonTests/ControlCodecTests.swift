@@ -10,6 +10,7 @@ struct ControlCodecTests {
     static let messages: [ControlMessage] = [
         .hello(version: 1), .query(.sockets), .openSocket(.ipv6, .stream), .join(token: 0x0102_0304_0506_0708),
         .bind(local6), .listen(backlog: 4096), .accept, .acceptStream, .connect(peer),
+        .capture(filter: "tcp port 7", format: .pcapng), .capture(filter: "", format: .pcap),
         .send([1, 2, 3], to: nil), .send([9], to: peer), .receive(maximum: 65536),
         .shutdown(read: false, write: true), .clone, .close, .getEndpoints, .setOption(.noDelay, 1), .stream,
         .welcome(version: 1), .queryResult(Array("{}".utf8)), .done(42), .endpoints(local: local6, remote: nil),

@@ -2,93 +2,28 @@ import NetstackCore
 import NetstackIO
 import NetstackWire
 
-/// Replays a capture of the Linux kernel in the stack's role: the host's
-/// frames are fed to a `Stack` configured as the capture's stack side, at the
-/// capture's times, and what the stack sends is collected next to what the
-/// kernel sent.
+/// Replays a fixture (a capture of the Linux kernel in the stack's role)
+/// through `CaptureReplay`, the implementation `netstackd replay` uses.
 public struct FixtureReplay {
     /// Frames the kernel sent in the capture, in order.
-    public var expected: [[UInt8]] = []
+    public var expected: [[UInt8]] { replay.expected }
     /// Frames our stack sent during the replay, in order.
-    public var produced: [[UInt8]] = []
+    public var produced: [[UInt8]] { replay.produced }
     /// The stack after the replay, for counters and state.
-    public var stack: Stack
+    public var stack: Stack { replay.stack }
+    public let replay: CaptureReplay
 
     /// The fixtures' stack side, with nothing sent unprompted (no
     /// announcements, no DAD, no router solicitations), as in the captures.
-    public static var replayConfiguration: StackConfiguration {
-        var configuration = StackConfiguration.standard
-        configuration.gratuitousARPCount = 0
-        configuration.ipv6Startup.dadTransmits = 0
-        configuration.ipv6Startup.routerSolicitations = 0
-        return configuration
-    }
+    public static var replayConfiguration: StackConfiguration { CaptureReplay.quiet(.standard) }
 
-    /// Replays `fixture`. `setUp` prepares the stack (binds sockets);
-    /// `application` runs after every frame, as the programs using the stack
-    /// would (an echo service answering what arrived). `dropHostFrame`, when
-    /// given, decides which of the host's frames (by index among the host's
-    /// frames) never arrive: loss.
+    /// Replays `fixture` (see `CaptureReplay.init` for the closures).
     public init(fixture: String, configuration: StackConfiguration = Self.replayConfiguration,
                 setUp: (Stack) -> Void = { _ in }, application: (Stack) -> Void = { _ in },
                 dropHostFrame: (Int) -> Bool = { _ in false }, delayHostFrame: (Int) -> Int = { _ in 0 }) throws {
-        let records = try Fixtures.frames(fixture)
-        let origin = records.first?.timestamp.totalNanoseconds ?? 0
-        let stack = Stack(configuration: configuration, now: .zero, seed: 1)
-        setUp(stack)
-        var produced: [[UInt8]] = []
-        var hostIndex = 0
-        var rewriter = TCPRewriter()
-        /// Host frames held back: (frames still to wait, the frame).
-        var delayed: [(wait: Int, frame: [UInt8])] = []
-        func collect() {
-            stack.transmit { bytes in
-                let frame = Array(bytes)
-                rewriter.learn(produced: frame)
-                produced.append(frame)
-                return true
-            }
-        }
-        for record in records {
-            let now = Instant(nanoseconds: record.timestamp.totalNanoseconds - origin)
-            // Timers due before this frame run first, as they would have.
-            while let deadline = stack.nextDeadline, deadline <= now {
-                stack.poll(now: deadline)
-                collect()
-            }
-            let source = record.bytes.withSpan { (try? EthernetFrame($0))?.source }
-            if source == Fixtures.stackMAC {
-                rewriter.learn(expected: record.bytes)
-                expected.append(record.bytes)
-                continue
-            }
-            defer { hostIndex += 1 }
-            if dropHostFrame(hostIndex) { continue }
-            var due: [[UInt8]] = []
-            let delay = delayHostFrame(hostIndex)
-            if delay > 0 {
-                delayed.append((delay, record.bytes))
-            } else {
-                due.append(record.bytes)
-            }
-            for index in delayed.indices.reversed() {
-                delayed[index].wait -= 1
-                if delayed[index].wait < 0 { due.append(delayed.remove(at: index).frame) }
-            }
-            for frame in due {
-                rewriter.translate(frame).withSpan { stack.receive(frame: $0, now: now) }
-                stack.poll(now: now)
-                application(stack)
-                collect()
-            }
-        }
-        for (_, frame) in delayed {
-            rewriter.translate(frame).withSpan { stack.receive(frame: $0, now: stack.nextDeadline ?? .zero) }
-            application(stack)
-            collect()
-        }
-        self.produced = produced
-        self.stack = stack
+        replay = CaptureReplay(records: try Fixtures.frames(fixture), stackMAC: Fixtures.stackMAC,
+                               configuration: configuration, setUp: setUp, application: application,
+                               dropHostFrame: dropHostFrame, delayHostFrame: delayHostFrame)
     }
 
     /// The kind signatures of the expected and produced frames that `include`
@@ -132,6 +67,8 @@ public enum FrameFilter {
 public struct SequenceRebase {
     struct Flow: Hashable { var source: String; var destination: String }
     private var initial: [Flow: UInt32] = [:]
+
+    public init() {}
 
     mutating func rebase(_ tcp: TCPHeader, source: String, destination: String) -> (seq: UInt32, ack: UInt32?) {
         let flow = Flow(source: "\(source).\(tcp.sourcePort)", destination: "\(destination).\(tcp.destinationPort)")
@@ -208,164 +145,6 @@ public struct FrameKind: Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(summary) +\(payload.count)B" }
-}
-
-/// A UDP echo service driving a stack directly (no sockets layer): binds
-/// port 7 on both versions, and echoes whatever is queued.
-public final class DirectUDPEcho {
-    public private(set) var sockets: (v4: SocketID, v6: SocketID)?
-    public private(set) var echoed = 0
-
-    public init() {}
-
-    public func setUp(_ stack: Stack) {
-        let v4 = stack.udpOpen(IPv4.self)
-        let v6 = stack.udpOpen(IPv6.self)
-        try! stack.udpBind(IPv4.self, v4, to: .any(port: 7))
-        try! stack.udpBind(IPv6.self, v6, to: .any(port: 7))
-        sockets = (v4, v6)
-    }
-
-    public func run(_ stack: Stack) {
-        guard let sockets else { return }
-        echo(IPv4.self, sockets.v4, stack)
-        echo(IPv6.self, sockets.v6, stack)
-    }
-
-    private func echo<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ stack: Stack) {
-        while let (source, payload) = try? stack.udpReceive(I.self, id, { ($0.source, $1.array) }) {
-            _ = try? stack.udpSend(I.self, id, to: source, payload: payload.span.bytes)
-            echoed += 1
-        }
-    }
-}
-
-/// TCP echo (port 7) and discard (port 9) on both versions, driving a stack
-/// directly: accept everything, echo or drop what arrives, and close after
-/// the peer has (a fast application: it runs after every frame). Like the
-/// discard server recorded in the captures, discard shuts down its sending
-/// side at once.
-public final class DirectTCPServices {
-    private var listeners: [(id: SocketID, v6: Bool)] = []
-    private var connections: [(id: SocketID, v6: Bool, echo: Bool, closed: Bool)] = []
-    public private(set) var received: [UInt8] = []
-    public private(set) var accepted = 0
-
-    public init() {}
-
-    public func setUp(_ stack: Stack) {
-        for port: UInt16 in [7, 9] {
-            let v4 = stack.tcpOpen(IPv4.self)
-            try! stack.tcpBind(IPv4.self, v4, to: .any(port: port))
-            try! stack.tcpListen(IPv4.self, v4, backlog: 16)
-            let v6 = stack.tcpOpen(IPv6.self)
-            try! stack.tcpBind(IPv6.self, v6, to: .any(port: port))
-            try! stack.tcpListen(IPv6.self, v6, backlog: 16)
-            listeners += [(v4, false), (v6, true)]
-        }
-    }
-
-    public func run(_ stack: Stack) {
-        for listener in listeners {
-            while let id = listener.v6 ? try? stack.tcpAccept(IPv6.self, listener.id)
-                    : try? stack.tcpAccept(IPv4.self, listener.id) {
-                let port = listener.v6 ? (try? stack.tcpLocalEndpoint(IPv6.self, id))??.port
-                    : (try? stack.tcpLocalEndpoint(IPv4.self, id))??.port
-                connections.append((id, listener.v6, port == 7, false))
-                accepted += 1
-                if port == 9 {
-                    if listener.v6 {
-                        try? stack.tcpShutdown(IPv6.self, id, read: false, write: true)
-                    } else {
-                        try? stack.tcpShutdown(IPv4.self, id, read: false, write: true)
-                    }
-                }
-            }
-        }
-        for index in connections.indices where !connections[index].closed {
-            let connection = connections[index]
-            connections[index].closed = connection.v6 ? serve(IPv6.self, connection.id, echo: connection.echo, stack)
-                : serve(IPv4.self, connection.id, echo: connection.echo, stack)
-        }
-    }
-
-    /// Reads what is there, echoes it; returns true once closed.
-    private func serve<I: IPVersion>(_ version: I.Type, _ id: SocketID, echo: Bool, _ stack: Stack) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let result: Int?? = buffer.withUnsafeMutableBytes { try? stack.tcpReceive(I.self, id, into: $0) }
-            guard let outcome = result else {
-                // An error (reset): the connection is gone.
-                stack.tcpClose(I.self, id)
-                return true
-            }
-            guard let count = outcome else { return false }
-            if count == 0 {
-                try? stack.tcpShutdown(I.self, id, read: false, write: true)
-                stack.tcpClose(I.self, id)
-                return true
-            }
-            received += buffer[0..<count]
-            if echo {
-                var offset = 0
-                while offset < count {
-                    let chunk = Array(buffer[offset..<count])
-                    guard let sent = try? stack.tcpSend(I.self, id, chunk.span.bytes), sent > 0 else { break }
-                    offset += sent
-                }
-            }
-        }
-    }
-}
-
-/// Moves the host's TCP segments from the recorded kernel's sequence space to
-/// our stack's: acknowledgment numbers, SACK blocks and echoed timestamps are
-/// rebased from the kernel's initial sequence number and first TSval to ours.
-struct TCPRewriter {
-    struct Flow: Hashable { var stackPort: UInt16; var hostPort: UInt16 }
-    struct Origin { var sequence: UInt32; var timestamp: UInt32? }
-    private var kernel: [Flow: Origin] = [:]
-    private var ours: [Flow: Origin] = [:]
-
-    mutating func learn(expected frame: [UInt8]) { learn(frame, into: &kernel) }
-    mutating func learn(produced frame: [UInt8]) { learn(frame, into: &ours) }
-
-    private func learn(_ frame: [UInt8], into table: inout [Flow: Origin]) {
-        guard let d = try? frame.withSpan({ try Dissection($0) }), case .tcp(let tcp) = d.transport,
-              tcp.flags.contains(.syn) else { return }
-        var timestamp: UInt32?
-        try? TCPOption.forEach(in: tcp.options.array.span.bytes) { option in
-            if case .timestamps(let value, _) = option { timestamp = value }
-        }
-        table[Flow(stackPort: tcp.sourcePort, hostPort: tcp.destinationPort)] =
-            Origin(sequence: tcp.sequenceNumber, timestamp: timestamp)
-    }
-
-    func translate(_ frame: [UInt8]) -> [UInt8] {
-        guard var d = try? frame.withSpan({ try Dissection($0) }), case .tcp(var tcp) = d.transport,
-              tcp.flags.contains(.ack) else { return frame }
-        let flow = Flow(stackPort: tcp.destinationPort, hostPort: tcp.sourcePort)
-        guard let from = kernel[flow], let to = ours[flow] else { return frame }
-        let shift = to.sequence &- from.sequence
-        tcp.acknowledgmentNumber &+= shift
-        var options = OptionBytes()
-        try? TCPOption.forEach(in: tcp.options.array.span.bytes) { option in
-            switch option {
-            case .sack(let blocks):
-                var moved = SACKBlocks()
-                for i in 0..<blocks.count { moved.append(left: blocks[i].left &+ shift, right: blocks[i].right &+ shift) }
-                options.append(.sack(moved))
-            case .timestamps(let value, let echo) where from.timestamp != nil && to.timestamp != nil && echo != 0:
-                options.append(.timestamps(value: value, echoReply: echo &- from.timestamp! &+ to.timestamp!))
-            default:
-                options.append(option)
-            }
-        }
-        while options.count < tcp.options.count { options.append(TCPOption.endOfList) }
-        tcp.options = options
-        d.transport = .tcp(tcp)
-        return frame.withSpan { d.emit(payload: $0.extracting(d.payload)) }
-    }
 }
 
 /// What the stack side did on each TCP connection of a capture, independent
