@@ -7,7 +7,9 @@ import Testing
 @Suite(.serialized, .enabled(if: runningAsRoot, "integration tests need root for namespaces and TAP devices"))
 struct MetricsEndpointTests {
     @Test func curlAndPromtoolReadTheMetricsOverBothVersions() throws {
-        let (namespace, daemon) = try DaemonProcess.start("metrics")
+        let capture = "/tmp/netstack-metrics-\(getpid()).pcap"
+        defer { unlink(capture) }
+        let (namespace, daemon) = try DaemonProcess.start("metrics", arguments: ["--pcap", capture])
         defer { namespace.remove() }
         defer { daemon.stop() }
         // Some traffic first, so that counters and service metrics exist.
@@ -18,6 +20,9 @@ struct MetricsEndpointTests {
             #expect(text.contains("netstack_events_total{name=\"frames.received\"}"), "\(text.prefix(400))")
             #expect(text.contains("netstack_service_connections"), "the services' metrics: \(text.prefix(400))")
             #expect(text.contains("netstack_sockets{protocol=\"tcp\",state=\"listen\"}"), "sockets by state")
+            #expect(text.contains("netstack_events_total{name=\"capture.written\"}"), "the capture's counters")
+            #expect(text.contains("netstack_tcp_rtt_seconds{quantile=\"0.5\"}"), "RTTs of open connections (curl's)")
+            #expect(text.contains("netstack_tcp_cwnd_bytes_count"), "congestion windows")
             let check = namespace.execute("curl -sS --max-time 5 \(url) | promtool check metrics")
             #expect(check.status == 0, "promtool: \(check.output)")
         }

@@ -129,14 +129,26 @@ struct StatusServer: Service, Sendable {
 
     /// The Prometheus text: the stack's counters and drops, then the registry's metrics.
     func exposition() async -> String {
-        let counters = await sockets.perform { stack in stack.counters.nonZero.map { ($0.name, $0.value) } }
-        let states = await sockets.perform { stack -> [String: Int] in
+        // The stack's counters with the capture's and the fault injector's,
+        // as `netstackctl stats` has them.
+        let report = await queries(.stats).flatMap { try? JSONDecoder().decode(StatsReport.self, from: Data($0)) }
+        let counters = (report?.counters ?? [:]).map { ($0.key, $0.value) }
+        let (states, rtts, windows) = await sockets.perform { stack -> ([String: Int], [Double], [Double]) in
             var states: [String: Int] = [:]
-            for socket in stack.tcpSockets(IPv4.self) { states["tcp \(socket.state.rawValue)", default: 0] += 1 }
-            for socket in stack.tcpSockets(IPv6.self) { states["tcp6 \(socket.state.rawValue)", default: 0] += 1 }
+            var rtts: [Double] = []
+            var windows: [Double] = []
+            func add<I: IPVersion>(_ version: I.Type, _ name: String) {
+                for socket in stack.tcpSockets(I.self) {
+                    states["\(name) \(socket.state.rawValue)", default: 0] += 1
+                    if let rtt = socket.smoothedRTT { rtts.append(Double(rtt.nanoseconds) / 1e9) }
+                    if let window = socket.congestionWindow { windows.append(Double(window)) }
+                }
+            }
+            add(IPv4.self, "tcp")
+            add(IPv6.self, "tcp6")
             states["udp", default: 0] += stack.udpSockets(IPv4.self).count
             states["udp6", default: 0] += stack.udpSockets(IPv6.self).count
-            return states
+            return (states, rtts, windows)
         }
         var text = "# HELP netstack_events_total Events the stack counted (frames, bytes, segments, errors sent), by name.\n"
         text += "# TYPE netstack_events_total counter\n"
@@ -156,7 +168,23 @@ struct StatusServer: Service, Sendable {
             let state = parts.count > 1 ? String(parts[1]) : "open"
             sockets += "netstack_sockets{protocol=\"\(parts[0])\",state=\"\(Self.escape(state))\"} \(count)\n"
         }
-        return text + drops + sockets + Self.withHelp(registry?.emitToString() ?? "")
+        let connections = Self.summary("netstack_tcp_rtt_seconds",
+                                       "Smoothed round-trip times of the TCP connections open now.", rtts)
+            + Self.summary("netstack_tcp_cwnd_bytes", "Congestion windows of the TCP connections open now.", windows)
+        return text + drops + sockets + connections + Self.withHelp(registry?.emitToString() ?? "")
+    }
+
+    /// A Prometheus summary of `values` (the connections open now): the
+    /// median, 90th and 99th percentiles, the sum and the count.
+    static func summary(_ name: String, _ help: String, _ values: [Double]) -> String {
+        var text = "# HELP \(name) \(help)\n# TYPE \(name) summary\n"
+        let sorted = values.sorted()
+        for quantile in [0.5, 0.9, 0.99] where !sorted.isEmpty {
+            let index = min(sorted.count - 1, Int((quantile * Double(sorted.count)).rounded(.up)) - 1)
+            text += "\(name){quantile=\"\(quantile)\"} \(sorted[max(0, index)])\n"
+        }
+        text += "\(name)_sum \(sorted.reduce(0, +))\n\(name)_count \(sorted.count)\n"
+        return text
     }
 
     /// The registry's text with a `# HELP` line before each `# TYPE` line
