@@ -307,6 +307,14 @@ final class IperfSession: Sendable {
             throw IperfError(description: "the client ended the test")
         }
         stopStreams()
+        // iperf3's own server closes the data connections here, and a client
+        // in reverse mode counts on it: it drains them with blocking reads of
+        // whole blocks, and only the end of a stream ends its last, partial
+        // block (without it the client never answers EXCHANGE_RESULTS).
+        for stream in state.withLock({ $0.streams }) {
+            guard let connection = stream.connection else { continue }
+            sockets.spawn { try? await connection.shutdown() }
+        }
         let cpu = usage.percent()
         try await send(.exchangeResults)
         _ = try await readJSON()
