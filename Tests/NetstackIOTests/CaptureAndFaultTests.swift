@@ -92,6 +92,20 @@ import Testing
         #expect(capture.counters.first { $0.name == "capture.written" }?.value == written.count)
     }
 
+    /// With the file as the only sink, its filter runs before the copy:
+    /// frames it would not write are not even queued.
+    @Test func theFilesFilterRunsBeforeTheQueue() async throws {
+        let path = temporaryPath("prefiltered.pcap")
+        defer { unlink(path) }
+        let capture = FrameCapture(file: try PcapWriter(path: path, filter: "arp"), fileFilter: "arp")
+        for frame in try Fixtures.frames("ping4.pcap") {
+            frame.bytes.withUnsafeBytes { capture.record($0, direction: .received) }
+        }
+        await capture.finish()
+        #expect(capture.counters.first { $0.name == "capture.queued" }?.value == 2)
+        #expect(try PcapReader(path: path).readAll().count == 2)
+    }
+
     private static func count(_ bytes: [UInt8], at path: String) throws -> Int {
         unlink(path)
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o600)

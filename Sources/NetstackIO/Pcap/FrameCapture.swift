@@ -39,12 +39,19 @@ public final class FrameCapture: Sendable {
     private let writeErrors = Atomic<Int>(0)
     private let wakeDescriptor: Int32
     private let thread: DedicatedThread
+    /// The file's filter, applied by the engine before it copies a frame
+    /// while the file is the only sink: frames nobody wants are not copied.
+    private let fileOnly: EngineSideFilter?
 
     /// Starts the writer thread; `file`, if given, receives every frame that
-    /// matches its filter. `report` is told of a failed file write once.
-    public init(file: sending PcapWriter?, report: @escaping @Sendable (String) -> Void = { _ in }) {
+    /// matches its filter (`fileFilter`, the expression the writer was made
+    /// with). `report` is told of a failed file write once.
+    public init(file: sending PcapWriter?, fileFilter: String? = nil,
+                report: @escaping @Sendable (String) -> Void = { _ in }) {
         let wake = ctap_eventfd()
         wakeDescriptor = wake
+        fileOnly = fileFilter.flatMap { try? PcapFilter($0, snapshotLength: PcapEncoder().snapshotLength) }
+            .map(EngineSideFilter.init)
         if file != nil { sinks.store(1, ordering: .relaxed) }
         let writer = CaptureWriter(file: file)
         thread = DedicatedThread(name: "netstack-pcap") { [writer] in writer.run() }
@@ -63,6 +70,10 @@ public final class FrameCapture: Sendable {
     /// Queues `frame` (engine thread). Drops it when the queue is full.
     public func record(_ frame: UnsafeRawBufferPointer, direction: CaptureDirection) {
         guard isActive else { return }
+        if let fileOnly, liveReaders.load(ordering: .relaxed) == 0,
+           !fileOnly.filter.matches(frame, originalLength: frame.count) {
+            return
+        }
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         var stamp = Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
@@ -158,6 +169,15 @@ public final class FrameCapture: Sendable {
         writeErrors.add(1, ordering: .relaxed)
         sinks.subtract(1, ordering: .relaxed)
     }
+}
+
+/// The engine's copy of the file's filter.
+private final class EngineSideFilter: @unchecked Sendable {
+    // @unchecked: `filter` is used only by `FrameCapture.record`, which the
+    // engine thread alone calls (one thread, one frame at a time); the BPF
+    // program is never changed after it was compiled in `init`.
+    let filter: PcapFilter
+    init(_ filter: PcapFilter) { self.filter = filter }
 }
 
 /// Why a live capture was refused.
