@@ -17,6 +17,7 @@ packages=(
     python3 nginx apache2-utils     # programs run on the stack with netstack-run
     openssh-server openssh-client
     prometheus                      # promtool, which checks the metrics endpoint
+    python3-scapy ethtool           # the hostile-traffic suite (scripts/hostile.sh)
 )
 missing=()
 for package in "${packages[@]}"; do

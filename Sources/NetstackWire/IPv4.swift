@@ -33,6 +33,23 @@ public struct IPv4Packet: ~Escapable {
         let totalLength = Int(bytes.u16(Field.totalLength))
         guard totalLength >= headerLength else { throw WireError(.ipv4, .badLength) }
         guard totalLength <= bytes.byteCount else { throw WireError(.ipv4, .truncated) }
+        // Options must fit the header: end of list, no-operation, or a kind
+        // with a length of at least 2 that ends inside it (RFC 791 §3.1).
+        // A malformed one makes the whole packet one to drop (Linux's
+        // ip_options_compile refuses it too).
+        var index = Field.options
+        while index < headerLength {
+            let kind = bytes.u8(index)
+            if kind == 0 { break }
+            if kind == 1 {
+                index += 1
+                continue
+            }
+            guard index + 1 < headerLength else { throw WireError(.ipv4, .badOption) }
+            let length = Int(bytes.u8(index + 1))
+            guard length >= 2, index + length <= headerLength else { throw WireError(.ipv4, .badOption) }
+            index += length
+        }
         self.bytes = bytes.extracting(0..<totalLength)
     }
 

@@ -308,6 +308,27 @@ import Testing
         }
     }
 
+    /// A SYN with FIN to a listener is dropped (Linux does the same: it is a
+    /// scan's probe, not an opening); to a closed port it is reset.
+    @Test func synWithFinIsDroppedByAListener() throws {
+        let host = HostFrames()
+        let driver = StackDriver()
+        let listener = driver.stack.tcpOpen(IPv4.self)
+        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
+        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        _ = driver.takeSent()
+        driver.receive(host.tcp(1234, 80, sequence: 1000, acknowledgment: 0, flags: [.syn, .fin]))
+        #expect(driver.takeSent().isEmpty)
+        #expect(driver.stack.counters[.tcpSynWithFin] == 1)
+        #expect(driver.stack.tcpSockets(IPv4.self).count == 1, "the listener alone")
+        driver.receive(host.tcp(1235, 81, sequence: 1000, acknowledgment: 0, flags: [.syn, .fin]))
+        let answers = driver.takeSent().compactMap { d -> TCPHeader? in
+            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
+        }
+        #expect(answers.count == 1 && answers[0].flags.contains(.rst))
+    }
+
     /// RFC 5961 §3.2: a reset inside the window but not at RCV.NXT earns a
     /// challenge ACK and the connection survives; one exactly at RCV.NXT ends it.
     @Test func blindResetsAreChallenged() throws {

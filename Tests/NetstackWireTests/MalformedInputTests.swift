@@ -126,6 +126,19 @@ import Testing
         #expect(parse { $0[0] = 0x4f; $0[3] = 60 } == WireError(.ipv4, .truncated))
         #expect(parse { $0[3] = 19 } == WireError(.ipv4, .badLength))
         #expect(parse { $0[3] = 21 } == WireError(.ipv4, .truncated))
+        // Options (RFC 791 §3.1): each must end inside the header.
+        func options(_ bytes: [UInt8]) -> WireError? {
+            parse { packet in
+                packet[0] = 0x45 + UInt8(bytes.count / 4)
+                packet[3] = UInt8(20 + bytes.count)
+                packet.insert(contentsOf: bytes, at: 20)
+            }
+        }
+        #expect(options([1, 1, 1, 0]) == nil, "no-operations and the end of the list")
+        #expect(options([7, 3, 4, 0]) == nil, "record route, 3 bytes")
+        #expect(options([7, 40, 4, 0]) == WireError(.ipv4, .badOption), "longer than the header")
+        #expect(options([7, 1, 0, 0]) == WireError(.ipv4, .badOption), "a length under 2")
+        #expect(options([1, 1, 1, 7]) == WireError(.ipv4, .badOption), "a kind with no length byte")
     }
 
     @Test func ipv6ExtensionHeaderRules() throws {

@@ -79,6 +79,9 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// A TCP segment rejected for its flags or addressing (no ACK in a
     /// synchronized state, broadcast destination, SYN-ACK that acks nothing we sent).
     case tcpRejected
+    /// A SYN with FIN to a listener: dropped, as Linux drops it (a SYN+FIN
+    /// is a scan's probe, not an opening).
+    case tcpSynWithFin
     /// A TCP segment older than the peer's latest timestamp (PAWS, RFC 7323 §5).
     case tcpPAWS
     /// A TCP segment outside the receive window (RFC 9293 §3.10.7.4 first check).
@@ -129,6 +132,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .udpReceiveQueueFull: "udp.receiveQueueFull"
         case .tcpNoSocket: "tcp.noSocket"
         case .tcpRejected: "tcp.rejected"
+        case .tcpSynWithFin: "tcp.synWithFin"
         case .tcpPAWS: "tcp.paws"
         case .tcpOutOfWindow: "tcp.outOfWindow"
         case .tcpAcknowledgesUnsent: "tcp.acknowledgesUnsent"

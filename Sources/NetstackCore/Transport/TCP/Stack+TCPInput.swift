@@ -84,6 +84,7 @@ extension Stack {
             return sendReset(I.self, answering: segment, tuple)
         }
         guard segment.hasSYN else { return counters.drop(.tcpRejected) }
+        guard !segment.hasFIN else { return counters.drop(.tcpSynWithFin) }
         guard listener.acceptQueue.count < listener.backlog else { return counters.drop(.tcpListenOverflow) }
         let layer = I.layer(of: self)
         guard layer.tcp.admits(tuple.remote.address, configuration.tcp) else {
