@@ -28,6 +28,7 @@ cleanup() {
     rm -f "$control" "$log"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM PIPE
 ip netns add "$namespace"
 ip netns exec "$namespace" ip link set lo up
 ip netns exec "$namespace" ip tuntap add dev tap0 mode tap
