@@ -141,10 +141,12 @@ if Context.environment["NETSTACK_FUZZ"] != nil {
                           swiftSettings: lifetimes),
         .executableTarget(name: "fuzz-control", dependencies: ["NetstackControl"], path: "Sources/Fuzz/Control"),
         .executableTarget(name: "fuzz-wire", dependencies: ["NetstackWire"], path: "Sources/Fuzz/Wire"),
+        .executableTarget(name: "fuzz-config", dependencies: ["NetstackDaemon", "NetstackIO"], path: "Sources/Fuzz/Config"),
     ]
     package.products += [
         .executable(name: "fuzz-stack", targets: ["fuzz-stack"]),
         .executable(name: "fuzz-control", targets: ["fuzz-control"]),
         .executable(name: "fuzz-wire", targets: ["fuzz-wire"]),
+        .executable(name: "fuzz-config", targets: ["fuzz-config"]),
     ]
 }

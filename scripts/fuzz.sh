@@ -14,7 +14,7 @@ seconds="${1:-60}"
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS must be a whole number, not $seconds" >&2; exit 2 ;; esac
 scratch=.build-fuzz
 mkdir -p "$scratch"
-harnesses=(fuzz-stack fuzz-wire fuzz-control)
+harnesses=(fuzz-stack fuzz-wire fuzz-control fuzz-config)
 for harness in "${harnesses[@]}"; do
     # Without --disable-dead-strip the linker drops the coverage counters, and
     # modules built with an experimental feature (Lifetimes: the wire views and
@@ -24,7 +24,7 @@ for harness in "${harnesses[@]}"; do
         -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --product "$harness" \
         > "$scratch/build.log" 2>&1 || { cat "$scratch/build.log" >&2; exit 1; }
 done
-python3 scripts/fuzz/seed.py Tests/Fixtures/pcap "$scratch/seeds"
+python3 scripts/fuzz/seed.py Tests/Fixtures/pcap "$scratch/seeds" config/netstackd.toml
 mkdir -p "$scratch/crashes"
 status=0
 for harness in "${harnesses[@]}"; do

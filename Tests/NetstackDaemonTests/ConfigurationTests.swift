@@ -84,6 +84,20 @@ import Testing
         }
     }
 
+    /// Found by fuzz-config: a table header whose key starts with a
+    /// non-ASCII character, or with `;`, tripped an assertion inside toml++; control
+    /// characters, too, are refused before the TOML parser sees them.
+    @Test func textTheTOMLParserMustNotSeeIsASyntaxError() {
+        for text in ["[\u{FFFD}ervices.echo]\nport = 7\n", "[daemon]\nlog-level = \"info\"\u{0}\n",
+                     "[[;daemon]\npcap = \"/tmp/x\"\n", "x = 1\n  [ ;a]\n",
+                     "caf\u{E9} = 1\n", "[daemon]\nlog-level = \"\u{10}\"\n"] {
+            let error = Self.failure { try ConfigurationFile.parse(text, source: "f.toml") }
+            #expect(error.map { "\($0)".hasPrefix("f.toml: syntax: ") } == true, "\(String(describing: error))")
+        }
+        // Non-ASCII inside strings and comments is fine.
+        #expect(Self.failure { try ConfigurationFile.parse("# caf\u{E9}\n[daemon]\npcap = \"/tmp/caf\u{E9}\"\n", source: "f.toml") } == nil)
+    }
+
     /// The error `body` throws (nil when it does not).
     static func failure(_ body: () throws -> DaemonConfiguration) -> (any Error)? {
         do {

@@ -2,7 +2,8 @@
 """Seeds the fuzzers' corpora: each fixture capture's host-side frames as
 an input of fuzz-stack (plain Ethernet and behind virtio-net headers), the
 captures' distinct frames one per input of fuzz-wire, and a few control
-messages for fuzz-control. Usage: seed.py FIXTURES OUT"""
+messages for fuzz-control, and the configuration file with variations of
+it for fuzz-config. Usage: seed.py FIXTURES OUT CONFIG"""
 import os
 import struct
 import sys
@@ -49,8 +50,8 @@ def stack_input(path, virtio):
 
 def main():
     fixtures, out = sys.argv[1], sys.argv[2]
-    stack, control, wire = (os.path.join(out, name) for name in ("stack", "control", "wire"))
-    for directory in (stack, control, wire):
+    stack, control, wire, config = (os.path.join(out, name) for name in ("stack", "control", "wire", "config"))
+    for directory in (stack, control, wire, config):
         os.makedirs(directory, exist_ok=True)
     for name in sorted(os.listdir(fixtures)):
         if not name.endswith(".pcap"):
@@ -72,6 +73,18 @@ def main():
     }
     for name, body in messages.items():
         with open(os.path.join(control, name), "wb") as f:
+            f.write(body)
+    text = open(sys.argv[3], "rb").read()
+    variations = {
+        "standard": text,
+        "capture": b'[daemon]\npcap = "/tmp/x"\npcap-rotate = "10M"\npcap-files = 3\npcap-format = "pcapng"\n',
+        "fault": b'[daemon]\nfault = "drop=5%,corrupt=0.1%,duplicate=1%,reorder=10%,delay=2ms,rate=100mbit,seed=1"\n',
+        "limits": b"[limits]\nreassembly-memory = 65536\ntcp-connections = 10\n",
+        "services": b'[services.echo]\nport = 7\ntransports = ["tcp", "udp"]\n',
+        "fault-value": b"drop=5%,delay=2ms",
+    }
+    for name, body in variations.items():
+        with open(os.path.join(config, name), "wb") as f:
             f.write(body)
 
 

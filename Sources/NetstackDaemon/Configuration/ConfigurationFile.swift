@@ -8,8 +8,83 @@ import TOMLKit
 /// the wrong kind, is an error naming it, so a typo never silently falls back
 /// to a default.
 public enum ConfigurationFile {
+    /// Refuses what TOML 1.0 forbids and the TOML parser underneath
+    /// (toml++) does not always refuse cleanly: control characters other
+    /// than tab, newline and carriage return anywhere, and non-ASCII
+    /// characters outside strings and comments (bare keys are ASCII, TOML 1.0
+    /// "Keys"). A fuzzer found `[` followed by a non-ASCII character to trip an
+    /// assertion inside toml++ (undefined behaviour in a release build).
+    static func screen(_ text: String, source: String) throws(ConfigurationError) {
+        enum Context { case code, comment, basic, literal, multiBasic, multiLiteral }
+        var context = Context.code
+        var line = 1, column = 0
+        let bytes = Array(text.utf8)
+        var index = 0
+        func starts(_ prefix: String) -> Bool {
+            let p = Array(prefix.utf8)
+            return index + p.count <= bytes.count && Array(bytes[index..<(index + p.count)]) == p
+        }
+        func fail(_ what: String) -> ConfigurationError {
+            ConfigurationError(field: "syntax", message: "\(what) at line \(line), column \(column)", source: source)
+        }
+        func isKeyStart(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'")
+        }
+        /// At the start of a line in code: a table header's first key must
+        /// begin like a key (toml++ asserts it does instead of checking).
+        func checkHeader(at start: Int) throws(ConfigurationError) {
+            var at = start
+            while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x09 { at += 1 }
+            guard at < bytes.count, bytes[at] == UInt8(ascii: "[") else { return }
+            at += 1
+            if at < bytes.count, bytes[at] == UInt8(ascii: "[") { at += 1 }
+            while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x09 { at += 1 }
+            guard at < bytes.count, isKeyStart(bytes[at]) || bytes[at] == UInt8(ascii: "]") else {
+                throw fail("a table header that does not start with a key")
+            }
+        }
+        try checkHeader(at: 0)
+        while index < bytes.count {
+            let byte = bytes[index]
+            column += 1
+            if byte < 0x20 && byte != 0x09 && byte != 0x0A && byte != 0x0D || byte == 0x7F {
+                throw fail("control character 0x\(String(byte, radix: 16))")
+            }
+            switch context {
+            case .code:
+                if byte >= 0x80 { throw fail("a non-ASCII character outside a string or comment") }
+                if byte == UInt8(ascii: "#") { context = .comment }
+                else if starts("\"\"\"") { context = .multiBasic; index += 2; column += 2 }
+                else if starts("'''") { context = .multiLiteral; index += 2; column += 2 }
+                else if byte == UInt8(ascii: "\"") { context = .basic }
+                else if byte == UInt8(ascii: "'") { context = .literal }
+            case .comment:
+                if byte == 0x0A { context = .code }
+            case .basic:
+                if byte == UInt8(ascii: "\\") { index += 1; column += 1 }
+                else if byte == UInt8(ascii: "\"") || byte == 0x0A { context = .code }
+            case .literal:
+                if byte == UInt8(ascii: "'") || byte == 0x0A { context = .code }
+            case .multiBasic:
+                if byte == UInt8(ascii: "\\") { index += 1; column += 1 }
+                else if starts("\"\"\"") { context = .code; index += 2; column += 2 }
+            case .multiLiteral:
+                if starts("'''") { context = .code; index += 2; column += 2 }
+            }
+            if byte == 0x0A {
+                line += 1
+                column = 0
+                if context == .code { try checkHeader(at: index + 1) }
+            }
+            index += 1
+        }
+    }
+
     /// Parses `text`; `source` names it in errors (a path).
     public static func parse(_ text: String, source: String) throws(ConfigurationError) -> DaemonConfiguration {
+        try screen(text, source: source)
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
