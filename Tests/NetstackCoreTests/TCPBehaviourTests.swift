@@ -288,7 +288,8 @@ import Testing
         simulation.run(for: .milliseconds(50)) { _ in false }
         let halfOpen = simulation.right.tcpSockets(IPv4.self).filter { $0.state == .synReceived }.count
         #expect(halfOpen == 4, "the SYN queue holds \(halfOpen)")
-        #expect(simulation.right.counters[.tcpListenOverflow] == 46, "cookies answered the rest")
+        #expect(simulation.right.counters[.tcpSynCookiesSent] == 46, "cookies answered the rest")
+        #expect(simulation.right.counters[.tcpListenOverflow] == 0, "a SYN answered with a cookie is no drop")
         // A real client, while the queue is full: its SYN gets a cookie, and
         // its ACK makes an established connection.
         simulation.dropToLeft = false

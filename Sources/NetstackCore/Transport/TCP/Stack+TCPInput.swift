@@ -673,7 +673,6 @@ extension Stack {
         let shiftBits = connection.receiveWindowShift == 0 ? 15 : UInt32(connection.sendWindowShift)
         connection.cookieOptions = connection.timestampsEnabled ? shiftBits | (connection.sackPermitted ? 0x10 : 0) : nil
         sendSegment(connection, flags: [.syn, .ack], sequence: connection.initialSendSequence, payload: 0..<0)
-        counters.drop(.tcpListenOverflow)
     }
 
     /// Checks the ACK of a cookie SYN-ACK and, if it is one of ours from the
