@@ -50,9 +50,19 @@ func emitted(_ length: Int, _ emit: (inout MutableRawSpan) -> Void) -> [UInt8] {
     @Test func ipv4() async {
         let fields = zip(Gen.uint8(in: 0...63), Gen.uint8(in: 0...3), Gen.uint16(), Gen.bool, Gen.bool,
                          Gen.int(in: 0...0x1fff), Gen.uint8(), Gen.uint8())
-        let options = Gen.uint8().array(of: 0...10).map { words in
-            // Whole 32-bit words of option bytes (a parsed header always has those).
-            Array((words + words + words + words).prefix(words.count * 4))
+        let options = Gen.uint8().array(of: 0...10).map { seeds in
+            // Well-formed options (RFC 791 §3.1: no-operations and kinds with a
+            // length that ends inside the header), padded with end-of-list to
+            // whole 32-bit words, at most 40 bytes (a parser refuses the rest).
+            var bytes: [UInt8] = []
+            for seed in seeds {
+                let option: [UInt8] = seed % 3 == 0 ? [1]
+                    : [0x80 | (seed & 0x1f) | 0x40, 2 + seed % 4] + Array(repeating: seed, count: Int(seed % 4))
+                if bytes.count + option.count > 40 { break }
+                bytes += option
+            }
+            while bytes.count % 4 != 0 { bytes.append(0) }
+            return bytes
         }
         await propertyCheck(input: fields, ipv4s, ipv4s, options, bytes) { fields, source, destination, options, payload in
             var header = IPv4Header(protocol: IPProtocol(rawValue: fields.7), source: source,
