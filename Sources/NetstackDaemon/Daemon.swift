@@ -139,7 +139,7 @@ public enum Daemon {
             if case .filter = error { throw StartupError(description: "pcap-filter: \(error)") }
             throw StartupError(description: "pcap: \(error)")
         }
-        let capture = FrameCapture(file: file, fileFilter: configuration.pcapFilter, report: { logger.error("\($0)") })
+        let capture = FrameCapture(file: file, report: { logger.error("\($0)") })
         let faultCounters = FaultCounters()
         let virtioHeader = offloads.link.virtioHeader
         let device = DaemonDevice(CapturingDevice(tap, capture: capture, virtioHeader: virtioHeader),

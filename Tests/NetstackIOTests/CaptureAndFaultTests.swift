@@ -97,7 +97,7 @@ import Testing
     @Test func theFilesFilterRunsBeforeTheQueue() async throws {
         let path = temporaryPath("prefiltered.pcap")
         defer { unlink(path) }
-        let capture = FrameCapture(file: try PcapWriter(path: path, filter: "arp"), fileFilter: "arp")
+        let capture = FrameCapture(file: try PcapWriter(path: path, filter: "arp"))
         for frame in try Fixtures.frames("ping4.pcap") {
             frame.bytes.withUnsafeBytes { capture.record($0, direction: .received) }
         }

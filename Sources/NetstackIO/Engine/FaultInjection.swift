@@ -163,7 +163,11 @@ public struct FaultInjectingDevice<Base: FrameDevice & ~Copyable>: ~Copyable, Fr
 
     public var nextDeadline: Instant? {
         guard let state else { return base.nextDeadline }
-        return [state.inbound.first?.due, state.outbound.first?.due, base.nextDeadline].compactMap { $0 }.min()
+        var earliest = base.nextDeadline
+        for due in [state.inbound.first?.due, state.outbound.first?.due] {
+            if let due, earliest.map({ due < $0 }) ?? true { earliest = due }
+        }
+        return earliest
     }
 
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {

@@ -44,13 +44,11 @@ public final class FrameCapture: Sendable {
     private let fileOnly: EngineSideFilter?
 
     /// Starts the writer thread; `file`, if given, receives every frame that
-    /// matches its filter (`fileFilter`, the expression the writer was made
-    /// with). `report` is told of a failed file write once.
-    public init(file: sending PcapWriter?, fileFilter: String? = nil,
-                report: @escaping @Sendable (String) -> Void = { _ in }) {
+    /// matches its filter. `report` is told of a failed file write once.
+    public init(file: sending PcapWriter?, report: @escaping @Sendable (String) -> Void = { _ in }) {
         let wake = ctap_eventfd()
         wakeDescriptor = wake
-        fileOnly = fileFilter.flatMap { try? PcapFilter($0, snapshotLength: PcapEncoder().snapshotLength) }
+        fileOnly = file?.filterExpression.flatMap { try? PcapFilter($0, snapshotLength: PcapEncoder().snapshotLength) }
             .map(EngineSideFilter.init)
         if file != nil { sinks.store(1, ordering: .relaxed) }
         let writer = CaptureWriter(file: file)

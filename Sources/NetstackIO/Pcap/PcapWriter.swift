@@ -52,6 +52,9 @@ public final class PcapWriter {
         close()
     }
 
+    /// The filter expression frames must match, if any.
+    public var filterExpression: String? { filter?.expression }
+
     /// Appends `frame` (if it matches the filter). Returns whether it was written.
     @discardableResult
     public func write(_ frame: UnsafeRawBufferPointer, timestamp: PcapTimestamp,
