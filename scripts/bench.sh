@@ -25,6 +25,7 @@
 # In-memory benchmarks are `swift run -c release netstack-bench wire|core`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/tap-namespace.sh
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh: must run as root" >&2; exit 2; }
 for argument in "$@"; do
     case "$argument" in
@@ -70,17 +71,8 @@ cleanup() {
 trap cleanup EXIT
 
 # netstackd on tap0; the host side is 192.168.69.100 / fdaa::100.
-ip netns add "$stack_ns"
-ip netns exec "$stack_ns" ip link set lo up
-ip netns exec "$stack_ns" ip tuntap add dev tap0 mode tap
-ip netns exec "$stack_ns" ip link set tap0 address 02:00:00:00:00:64 up
-ip netns exec "$stack_ns" ip addr add 192.168.69.100/24 dev tap0
-ip netns exec "$stack_ns" ip -6 addr add fdaa::100/64 dev tap0 nodad
-ip netns exec "$stack_ns" "$binary" --log-level warning --control-socket "$control" "${daemon_flags[@]}" > "$out" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do grep -q "ready" "$out" 2>/dev/null && break; sleep 0.05; done
-grep -q "ready" "$out" || { echo "bench.sh: netstackd did not start:" >&2; cat "$out" >&2; exit 1; }
-# The ps of netstackd itself (ip netns exec execs it).
+tap_namespace "$stack_ns"
+start_netstackd "$stack_ns" "$out" "$binary" --log-level warning --control-socket "$control" "${daemon_flags[@]}"
 daemon_pid=$daemon
 
 # The Linux kernel as the peer: two namespaces joined by a veth pair.

@@ -11,6 +11,7 @@
 #   NETSTACKD=PATH scripts/hostile.sh  with that netstackd (netstackctl beside it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/tap-namespace.sh
 [ "$(id -u)" -eq 0 ] || { echo "hostile.sh: must run as root" >&2; exit 2; }
 /usr/bin/python3 -c "import scapy" 2>/dev/null || { echo "hostile.sh: needs python3-scapy (apt-get install python3-scapy)" >&2; exit 2; }
 if [ -z "${NETSTACKD:-}" ]; then
@@ -29,18 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM PIPE
-ip netns add "$namespace"
-ip netns exec "$namespace" ip link set lo up
-ip netns exec "$namespace" ip tuntap add dev tap0 mode tap
-ip netns exec "$namespace" ip link set tap0 address 02:00:00:00:00:64 up
-ip netns exec "$namespace" ip addr add 192.168.69.100/24 dev tap0
-ip netns exec "$namespace" ip -6 addr add fdaa::100/64 dev tap0 nodad
+tap_namespace "$namespace"
 # No offloads: every crafted frame reaches the stack as it was written.
 ip netns exec "$namespace" ethtool -K tap0 gro off gso off tso off tx off rx off >/dev/null 2>&1 || true
-ip netns exec "$namespace" "$NETSTACKD" --no-offloads --control-socket "$control" --log-level error > "$log" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do grep -q ready "$log" && break; sleep 0.05; done
-grep -q ready "$log" || { echo "hostile.sh: netstackd did not start:" >&2; cat "$log" >&2; exit 1; }
+start_netstackd "$namespace" "$log" "$NETSTACKD" --no-offloads --control-socket "$control" --log-level error
 status=0
 ip netns exec "$namespace" timeout -k 5 600 /usr/bin/python3 scripts/hostile/hostile.py --pid "$daemon" --control "$control" \
     --netstackctl "$netstackctl" || status=$?

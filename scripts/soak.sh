@@ -11,6 +11,7 @@
 #   scripts/soak.sh [MINUTES]        SAMPLE=10 scripts/soak.sh 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/tap-namespace.sh
 [ "$(id -u)" -eq 0 ] || { echo "soak.sh: must run as root" >&2; exit 2; }
 minutes="${1:-30}"
 sample="${SAMPLE:-60}"
@@ -33,20 +34,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM PIPE
-in_ns() { ip netns exec "$namespace" "$@"; }
-ip netns add "$namespace"
-in_ns ip link set lo up
-in_ns ip tuntap add dev tap0 mode tap
-in_ns ip link set tap0 address 02:00:00:00:00:64 up
-in_ns ip addr add 192.168.69.100/24 dev tap0
-in_ns ip -6 addr add fdaa::100/64 dev tap0 nodad
-in_ns sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
-# Started with ip itself, not through the function: $! must be netstackd
-# (ip execs it), not a subshell.
-ip netns exec "$namespace" "$bin/netstackd" --control-socket "$control" --log-level warning > "$log" 2>&1 &
-daemon=$!
-for _ in $(seq 200); do grep -q ready "$log" && break; sleep 0.05; done
-grep -q ready "$log" || { echo "soak.sh: netstackd did not start" >&2; cat "$log" >&2; exit 1; }
+tap_namespace "$namespace"
+ip netns exec "$namespace" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
+start_netstackd "$namespace" "$log" "$bin/netstackd" --control-socket "$control" --log-level warning
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$daemon/status"; }
 seconds=$((minutes * 60))
 start=$(date +%s)

@@ -99,34 +99,10 @@ public struct NetstackdCommand: ParsableCommand {
         }
         if let pcap { configuration.pcap = pcap }
         if let pcapFilter { configuration.pcapFilter = pcapFilter }
-        if let pcapFormat {
-            guard let format = CaptureFormat(rawValue: pcapFormat) else {
-                throw ConfigurationError(field: "--pcap-format", message: "\"\(pcapFormat)\" is not pcap or pcapng")
-            }
-            configuration.pcapFormat = format
-        }
-        if let pcapRotate {
-            let files = configuration.pcapRotation?.files ?? 10
-            configuration.pcapRotation = PcapRotation(maximumBytes: try parseByteSize(pcapRotate, field: "--pcap-rotate"),
-                                                      files: files)
-        }
-        if let pcapFiles {
-            guard configuration.pcapRotation != nil else {
-                throw ConfigurationError(field: "--pcap-files", message: "counts rotated files: give --pcap-rotate too")
-            }
-            guard (1...1000).contains(pcapFiles) else {
-                throw ConfigurationError(field: "--pcap-files", message: "\(pcapFiles) is outside 1...1000")
-            }
-            configuration.pcapRotation?.files = pcapFiles
-        }
-        if let fault {
-            do {
-                let settings = try FaultSettings(parsing: fault)
-                configuration.faults = settings.isEmpty ? nil : settings
-            } catch {
-                throw ConfigurationError(field: "--fault", message: "\(error)")
-            }
-        }
+        if let pcapFormat { try configuration.setPcapFormat(pcapFormat, field: "--pcap-format") }
+        if let pcapRotate { try configuration.setPcapRotate(pcapRotate, field: "--pcap-rotate") }
+        if let pcapFiles { try configuration.setPcapFiles(pcapFiles, field: "--pcap-files", rotate: "--pcap-rotate") }
+        if let fault { try configuration.setFaults(fault, field: "--fault") }
         if let logLevel { configuration.logLevel = logLevel }
         if let controlSocket { configuration.controlSocket = controlSocket.isEmpty ? nil : controlSocket }
         do {

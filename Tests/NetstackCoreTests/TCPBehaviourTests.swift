@@ -229,8 +229,6 @@ import Testing
         }
     }
 
-    /// A flood of SYNs fills the SYN queue; after that, SYN cookies keep
-    /// answering without keeping state, and a real client still connects.
     /// `maximumConnectionsPerPeer`: SYNs past it are dropped and counted,
     /// and a connection that ends makes room again.
     @Test func connectionsFromOnePeerAreCapped() throws {
@@ -268,6 +266,8 @@ import Testing
         #expect(simulation.left.counters[.tcpConnectionLimit] == 1)
     }
 
+    /// A flood of SYNs fills the SYN queue; after that, SYN cookies keep
+    /// answering without keeping state, and a real client still connects.
     @Test func synCookiesWhenTheSynQueueIsFull() throws {
         let simulation = Simulation(faults: LinkFaults(), seed: 11) { $0.tcp.synQueueLimit = 4 }
         let listener = simulation.right.tcpOpen(IPv4.self)

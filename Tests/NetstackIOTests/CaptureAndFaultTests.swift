@@ -106,6 +106,32 @@ import Testing
         #expect(try PcapReader(path: path).readAll().count == 2)
     }
 
+    /// A live reader that does not read loses frames once its 4 MiB are
+    /// held (counted); the file beside it gets every frame.
+    @Test func aSlowLiveReaderLosesFramesAndTheFileNone() async throws {
+        let path = temporaryPath("slow-reader.pcap")
+        defer { unlink(path) }
+        let capture = FrameCapture(file: try PcapWriter(path: path))
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        try capture.addLiveReader(pair[0], filter: nil, format: .pcap)
+        let frame = [UInt8](repeating: 0x5A, count: 60_000)
+        for round in 0..<20 {
+            for _ in 0..<10 { frame.withUnsafeBytes { capture.record($0, direction: .sent) } }
+            // The writer thread keeps the queue short; nobody reads pair[1].
+            for _ in 0..<200 where capture.counters.first(where: { $0.name == "capture.written" })?.value ?? 0 < (round + 1) * 10 {
+                usleep(1_000)
+            }
+        }
+        await capture.finish()
+        let value = { (name: String) in capture.counters.first { $0.name == name }?.value ?? -1 }
+        #expect(value("capture.dropped") == 0)
+        #expect(value("capture.written") == 200)
+        #expect(try PcapReader(path: path).readAll().count == 200)
+        #expect(value("capture.liveDropped") > 100, "12 MB for a reader that holds 4 MiB and a socket's buffer")
+    }
+
     private static func count(_ bytes: [UInt8], at path: String) throws -> Int {
         unlink(path)
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o600)

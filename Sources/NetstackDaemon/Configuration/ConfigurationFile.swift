@@ -154,30 +154,15 @@ public enum ConfigurationFile {
             if let pcap = try daemon.string("pcap") { configuration.pcap = pcap }
             if let filter = try daemon.string("pcap-filter") { configuration.pcapFilter = filter }
             if let format = try daemon.string("pcap-format") {
-                guard let parsed = CaptureFormat(rawValue: format) else {
-                    throw daemon.error("pcap-format", "\"\(format)\" is not pcap or pcapng")
-                }
-                configuration.pcapFormat = parsed
+                try configuration.setPcapFormat(format, field: daemon.path("pcap-format"))
             }
             if let size = try daemon.string("pcap-rotate") {
-                configuration.pcapRotation = PcapRotation(
-                    maximumBytes: try parseByteSize(size, field: daemon.path("pcap-rotate")), files: 10)
+                try configuration.setPcapRotate(size, field: daemon.path("pcap-rotate"))
             }
             if let files = try daemon.int("pcap-files") {
-                guard configuration.pcapRotation != nil else {
-                    throw daemon.error("pcap-files", "counts rotated files: give pcap-rotate too")
-                }
-                guard (1...1000).contains(files) else { throw daemon.error("pcap-files", "\(files) is outside 1...1000") }
-                configuration.pcapRotation?.files = files
+                try configuration.setPcapFiles(files, field: daemon.path("pcap-files"), rotate: "pcap-rotate")
             }
-            if let fault = try daemon.string("fault") {
-                do {
-                    let settings = try FaultSettings(parsing: fault)
-                    configuration.faults = settings.isEmpty ? nil : settings
-                } catch {
-                    throw daemon.error("fault", "\(error)")
-                }
-            }
+            if let fault = try daemon.string("fault") { try configuration.setFaults(fault, field: daemon.path("fault")) }
             if let seconds = try daemon.int("statistics-interval") {
                 guard seconds >= 0 else { throw daemon.error("statistics-interval", "must not be negative") }
                 configuration.statisticsInterval = seconds == 0 ? nil : .seconds(seconds)

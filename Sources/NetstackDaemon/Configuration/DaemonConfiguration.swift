@@ -159,23 +159,53 @@ public struct DaemonConfiguration: Sendable {
     }
 }
 
-/// Parses a capture file size: bytes, or with K, M or G (binary multiples,
-/// `KiB`/`MiB`/`GiB` also taken), from 64 KiB to 1 TiB.
-func parseByteSize(_ text: String, field: String) throws(ConfigurationError) -> Int {
-    let trimmed = text
-    var digits = Substring(trimmed)
-    var scale = 1
-    for (suffix, multiple) in [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20),
-                               ("G", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)]
-    where trimmed.hasSuffix(suffix) {
-        digits = trimmed.dropLast(suffix.count)
-        scale = multiple
-        break
+/// The capture and fault settings, as the file's keys and the flags give
+/// them: `field` is the key path or flag that errors name.
+extension DaemonConfiguration {
+    mutating func setPcapFormat(_ text: String, field: String) throws(ConfigurationError) {
+        guard let format = CaptureFormat(rawValue: text) else {
+            throw ConfigurationError(field: field, message: "\"\(text)\" is not pcap or pcapng")
+        }
+        pcapFormat = format
     }
-    guard let number = Int(digits), number > 0, number <= (1 << 40) / scale, number * scale >= 65_536 else {
-        throw ConfigurationError(field: field, message: "\"\(text)\" is not a size from 64K to 1024G (like 10M)")
+
+    /// A size in bytes, or with K, M or G (binary multiples, `KiB`/`MiB`/`GiB`
+    /// also taken), from 64 KiB to 1 TiB. Keeps the number of files (10 at first).
+    mutating func setPcapRotate(_ text: String, field: String) throws(ConfigurationError) {
+        var digits = Substring(text)
+        var scale = 1
+        for (suffix, multiple) in [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20),
+                                   ("G", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)]
+        where text.hasSuffix(suffix) {
+            digits = text.dropLast(suffix.count)
+            scale = multiple
+            break
+        }
+        guard let number = Int(digits), number > 0, number <= (1 << 40) / scale, number * scale >= 65_536 else {
+            throw ConfigurationError(field: field, message: "\"\(text)\" is not a size from 64K to 1024G (like 10M)")
+        }
+        pcapRotation = PcapRotation(maximumBytes: number * scale, files: pcapRotation?.files ?? 10)
     }
-    return number * scale
+
+    /// `rotate` names the setting that must come first, as errors say it.
+    mutating func setPcapFiles(_ files: Int, field: String, rotate: String) throws(ConfigurationError) {
+        guard pcapRotation != nil else {
+            throw ConfigurationError(field: field, message: "counts rotated files: give \(rotate) too")
+        }
+        guard (1...1000).contains(files) else {
+            throw ConfigurationError(field: field, message: "\(files) is outside 1...1000")
+        }
+        pcapRotation?.files = files
+    }
+
+    mutating func setFaults(_ text: String, field: String) throws(ConfigurationError) {
+        do {
+            let settings = try FaultSettings(parsing: text)
+            faults = settings.isEmpty ? nil : settings
+        } catch {
+            throw ConfigurationError(field: field, message: "\(error)")
+        }
+    }
 }
 
 /// A configuration value that is wrong: which field, and why.

@@ -72,9 +72,7 @@ public final class FrameCapture: Sendable {
            !fileOnly.filter.matches(frame, originalLength: frame.count) {
             return
         }
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        var stamp = Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+        var stamp = SystemClock.wallClock().totalNanoseconds
         var length = UInt32(frame.count)
         var way = direction.rawValue
         let wake = shared.withLock { shared -> Bool? in
@@ -367,7 +365,7 @@ final class Semaphore: @unchecked Sendable {
 /// A device that shows a `FrameCapture` every frame it carries, both ways,
 /// as it crosses the device (without the virtio header, when frames carry
 /// one: a capture holds Ethernet frames, and large segments appear as they
-/// crossed the TAP).
+/// crossed the TAP). While nothing listens, `record` returns at once.
 public struct CapturingDevice<Base: FrameDevice & ~Copyable>: ~Copyable, FrameDevice {
     private let base: Base
     private let capture: FrameCapture
@@ -383,7 +381,7 @@ public struct CapturingDevice<Base: FrameDevice & ~Copyable>: ~Copyable, FrameDe
 
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         let length = try base.receive(into: buffer)
-        if let length, length >= skip, capture.isActive {
+        if let length, length >= skip {
             capture.record(UnsafeRawBufferPointer(rebasing: buffer[skip..<length]), direction: .received)
         }
         return length
@@ -391,7 +389,7 @@ public struct CapturingDevice<Base: FrameDevice & ~Copyable>: ~Copyable, FrameDe
 
     public func send(_ frame: UnsafeRawBufferPointer) throws -> Bool {
         let sent = try base.send(frame)
-        if sent, frame.count >= skip, capture.isActive {
+        if sent, frame.count >= skip {
             capture.record(UnsafeRawBufferPointer(rebasing: frame[skip...]), direction: .sent)
         }
         return sent
