@@ -145,8 +145,9 @@ struct TCPServiceTests {
         #expect(try namespace.run("echo before | nc -N -w 5 192.168.69.1 7") == "before\n")
         let before = daemon.residentMemory
         // hping3 ignores SIGTERM while flooding: timeout follows with SIGKILL.
+        // 16 s: room for three or four clients of 4 s each during the flood.
         let flood = try BackgroundCommand(in: namespace,
-                                          "timeout -k 1 10 hping3 --flood -S --rand-source -p 7 192.168.69.1")
+                                          "timeout -k 1 16 hping3 --flood -S --rand-source -p 7 192.168.69.1")
         defer { flood.stop() }
         var peak = before
         var attempts = 0
