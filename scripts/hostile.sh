@@ -33,9 +33,9 @@ trap 'exit 1' INT TERM PIPE
 tap_namespace "$namespace"
 # No offloads: every crafted frame reaches the stack as it was written.
 ip netns exec "$namespace" ethtool -K tap0 gro off gso off tso off tx off rx off >/dev/null 2>&1 || true
-start_netstackd "$namespace" "$log" "$NETSTACKD" --no-offloads --control-socket "$control" --log-level error
+start_netstackd "$namespace" "$log" "$NETSTACKD" --no-offloads --control-socket "$control" --log-level warning
 status=0
 ip netns exec "$namespace" timeout -k 5 600 /usr/bin/python3 scripts/hostile/hostile.py --pid "$daemon" --control "$control" \
-    --netstackctl "$netstackctl" || status=$?
+    --netstackctl "$netstackctl" --log "$log" || status=$?
 kill -0 "$daemon" 2>/dev/null || { echo "hostile.sh: netstackd is gone:" >&2; tail -20 "$log" >&2; status=1; }
 exit $status

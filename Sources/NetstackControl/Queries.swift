@@ -11,9 +11,13 @@ public struct StatusReport: Codable, Sendable {
     /// What the TAP's offloads came to ("refused by the kernel ..." when the
     /// daemon fell back to plain frames).
     public var offloads: String?
+    /// Each of the stack's caps ([limits] in the configuration): what it
+    /// holds now and its limit.
+    public var resources: [ResourceReport]?
     public init(version: String, interface: String, mac: String, mtu: Int, uptimeSeconds: Double, sockets: Int,
-                controlClients: Int, offloads: String? = nil) {
+                controlClients: Int, offloads: String? = nil, resources: [ResourceReport]? = nil) {
         self.offloads = offloads
+        self.resources = resources
         self.version = version
         self.interface = interface
         self.mac = mac
@@ -21,6 +25,17 @@ public struct StatusReport: Codable, Sendable {
         self.uptimeSeconds = uptimeSeconds
         self.sockets = sockets
         self.controlClients = controlClients
+    }
+}
+
+public struct ResourceReport: Codable, Sendable {
+    public var name: String
+    public var inUse: Int
+    public var limit: Int
+    public init(name: String, inUse: Int, limit: Int) {
+        self.name = name
+        self.inUse = inUse
+        self.limit = limit
     }
 }
 

@@ -11,14 +11,70 @@ public enum StackNotice: Sendable, Hashable, CustomStringConvertible {
     case addressConflict(address: String, mac: MACAddress)
     /// A router advertisement made this router a default router.
     case routerLearned(String)
+    /// A cap was reached `times` times since the last such notice (one
+    /// notice per cap per `Stack.limitNoticeInterval` at most).
+    case limitReached(StackLimit, value: Int, times: Int)
+
+    /// Whether the daemon should log it as a warning.
+    public var isWarning: Bool {
+        switch self {
+        case .duplicateAddress, .addressConflict, .limitReached: true
+        case .addressPreferred, .routerLearned: false
+        }
+    }
 
     public var description: String {
         switch self {
+        case .limitReached(let limit, let value, let times):
+            "limit reached: \(limit) (\(value)\(limit.unit)); \(limit.consequence)"
+                + (times > 1 ? " (\(times) times since the last notice)" : "")
         case .addressPreferred(let address): "address \(address) is ready"
         case .duplicateAddress(let address): "address \(address) is a duplicate on the link; not using it"
         case .addressConflict(let address, let mac): "\(mac) claims our address \(address)"
         case .routerLearned(let router): "default router \(router) learned from an advertisement"
         }
+    }
+}
+
+/// The caps of `StackConfiguration` whose reaching the stack reports as a
+/// notice (rate-limited), besides counting what it dropped.
+public enum StackLimit: Int, CaseIterable, Sendable, CustomStringConvertible {
+    case socketBufferMemory, reassemblyMemory, neighborEntries, tcpConnections, synQueue, listenQueue
+
+    public var description: String {
+        switch self {
+        case .socketBufferMemory: "socket buffer memory"
+        case .reassemblyMemory: "reassembly memory"
+        case .neighborEntries: "neighbour entries"
+        case .tcpConnections: "TCP connections, in all or with one peer"
+        case .synQueue: "half-open connections of a listener"
+        case .listenQueue: "a listener's accept queue"
+        }
+    }
+
+    var unit: String { self == .socketBufferMemory || self == .reassemblyMemory ? " bytes" : "" }
+
+    /// What the stack does at the cap.
+    var consequence: String {
+        switch self {
+        case .socketBufferMemory: "buffers stop growing, data that does not fit is dropped (drop.tcp.bufferMemory, drop.udp.bufferMemory)"
+        case .reassemblyMemory: "the oldest incomplete datagrams are dropped (drop.fragment.evicted)"
+        case .neighborEntries: "entries still resolving, then the least recently used, are evicted (neighbor.evicted)"
+        case .tcpConnections: "new SYNs are dropped and connects fail (drop.tcp.connectionLimit)"
+        case .synQueue: "SYNs are answered with SYN cookies (tcp.synCookiesSent)"
+        case .listenQueue: "SYNs and completing ACKs are dropped until the application accepts (drop.tcp.listenOverflow)"
+        }
+    }
+}
+
+/// One cap and what it holds now.
+public struct ResourceUse: Sendable, Hashable {
+    public var name: String
+    public var inUse: Int
+    public var limit: Int
+
+    init(_ name: String, _ inUse: Int, _ limit: Int) {
+        (self.name, self.inUse, self.limit) = (name, inUse, limit)
     }
 }
 
@@ -53,6 +109,11 @@ public final class Stack {
     /// being cut into fragments.
     var fragmentScratch: [UInt8] = []
     var notices: [StackNotice] = []
+    /// Per cap: when its last notice went out, and how often it was
+    /// reached since.
+    var limitNotices = [(last: Instant?, times: Int)](repeating: (nil, 0), count: StackLimit.allCases.count)
+    /// The memory every socket buffer holds, against its cap.
+    let socketMemory: SocketMemory
     var nextSocketID: UInt64 = 0
     /// The key of TCP's keyed hashes (initial sequence numbers, timestamp
     /// offsets, SYN cookies), drawn at start.
@@ -71,6 +132,7 @@ public final class Stack {
     /// (identifiers, timer jitter, ports, initial sequence numbers).
     public init(configuration: StackConfiguration, now: Instant, seed: UInt64) {
         self.configuration = configuration
+        socketMemory = SocketMemory(limit: configuration.socketBufferMemory)
         mac = configuration.mac
         mtu = configuration.mtu
         self.now = now
@@ -190,6 +252,38 @@ public final class Stack {
         }
     }
 
+    /// One notice per cap per this interval at most.
+    static var limitNoticeInterval: Duration { .seconds(10) }
+
+    /// `limit` was reached: a notice now, unless one went out within the
+    /// interval (then it is counted for the next).
+    func reachedLimit(_ limit: StackLimit) {
+        var state = limitNotices[limit.rawValue]
+        state.times += 1
+        if let last = state.last, now - last < Self.limitNoticeInterval {
+            limitNotices[limit.rawValue] = state
+            return
+        }
+        notices.append(.limitReached(limit, value: value(of: limit), times: state.times))
+        limitNotices[limit.rawValue] = (now, 0)
+    }
+
+    /// Reports the socket memory cap if it cut a buffer's growth short.
+    func noteSocketMemory() {
+        if socketMemory.takeRefused() { reachedLimit(.socketBufferMemory) }
+    }
+
+    private func value(of limit: StackLimit) -> Int {
+        switch limit {
+        case .socketBufferMemory: configuration.socketBufferMemory
+        case .reassemblyMemory: configuration.reassembly.totalBytes
+        case .neighborEntries: configuration.neighbors.maximumEntries
+        case .tcpConnections: configuration.tcp.maximumConnections
+        case .synQueue: configuration.tcp.synQueueLimit
+        case .listenQueue: configuration.tcp.maximumBacklog
+        }
+    }
+
     /// Notices since the last call (address state changes and the like).
     public func takeNotices() -> [StackNotice] {
         defer { notices.removeAll() }
@@ -206,6 +300,19 @@ public final class Stack {
     public var ipv6Neighbors: [NeighborSnapshot<IPv6>] { ipv6.neighbors.snapshot }
     /// Memory held by incomplete datagrams, both versions.
     public var reassemblyMemory: Int { ipv4.reassembler.memoryInUse + ipv6.reassembler.memoryInUse }
+    /// Memory every socket buffer holds now (TCP rings, UDP queues).
+    public var socketBufferMemory: Int { socketMemory.inUse }
+    /// What each cap holds now against its limit, for status queries. The
+    /// reassembly, neighbour and connection caps apply to each IP version.
+    public var resources: [ResourceUse] {
+        [ResourceUse("socket buffer memory", socketMemory.inUse, configuration.socketBufferMemory),
+         ResourceUse("reassembly memory, IPv4", ipv4.reassembler.memoryInUse, configuration.reassembly.totalBytes),
+         ResourceUse("reassembly memory, IPv6", ipv6.reassembler.memoryInUse, configuration.reassembly.totalBytes),
+         ResourceUse("neighbour entries, ARP", ipv4.neighbors.entries.count, configuration.neighbors.maximumEntries),
+         ResourceUse("neighbour entries, NDP", ipv6.neighbors.entries.count, configuration.neighbors.maximumEntries),
+         ResourceUse("TCP connections, IPv4", ipv4.tcp.liveCount, configuration.tcp.maximumConnections),
+         ResourceUse("TCP connections, IPv6", ipv6.tcp.liveCount, configuration.tcp.maximumConnections)]
+    }
     /// Incomplete datagrams held, both versions.
     public var incompleteDatagrams: Int { ipv4.reassembler.count + ipv6.reassembler.count }
 

@@ -52,7 +52,7 @@ struct Status: AsyncParsableCommand {
             ["version", status.version], ["interface", status.interface], ["mac", status.mac], ["mtu", "\(status.mtu)"],
             ["uptime", String(format: "%.1f s", status.uptimeSeconds)], ["sockets", "\(status.sockets)"],
             ["control clients", "\(status.controlClients)"], ["offloads", status.offloads ?? "?"],
-        ])
+        ] + (status.resources ?? []).map { [$0.name, "\($0.inUse) of \($0.limit)"] })
     }
 }
 

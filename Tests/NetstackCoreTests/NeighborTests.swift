@@ -72,6 +72,10 @@ import Testing
         #expect(neighbors.count == 4)
         #expect(neighbors.contains { $0.address == host.ipv4 && $0.mac == host.mac }, "the host stays: \(neighbors)")
         #expect(driver.stack.counters[.neighborUnreachable] == 17, "the evicted entries' replies")
+        #expect(driver.stack.counters[.neighborEvicted] == 17)
+        // Reaching the cap is reported once (the next notice waits 10 s).
+        let notices = driver.stack.takeNotices().filter { if case .limitReached = $0 { true } else { false } }
+        #expect(notices == [.limitReached(.neighborEntries, value: 4, times: 1)], "\(notices)")
         _ = driver.takeSent()
         // The host's ping is answered at once, with no resolution first.
         driver.receive(host.echoRequest4(sequence: 99))

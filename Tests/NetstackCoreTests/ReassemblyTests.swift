@@ -91,6 +91,8 @@ import Testing
         #expect(driver.stack.incompleteDatagrams <= 1024)
         let evicted = driver.stack.counters[.reassemblyEvicted]
         #expect(evicted + UInt64(driver.stack.incompleteDatagrams) == 10_000)
+        let notices = driver.stack.takeNotices().filter { if case .limitReached = $0 { true } else { false } }
+        #expect(notices == [.limitReached(.reassemblyMemory, value: 1 << 20, times: 1)], "\(notices)")
         // The whole fragmented ping still goes through.
         for fragment in host.fragments4(.icmp, echoPayload(3000), identification: 60_000) { driver.receive(fragment) }
         #expect(replies(driver.takeSent()).count == 3)

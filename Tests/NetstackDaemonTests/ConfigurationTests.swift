@@ -124,6 +124,22 @@ import Testing
         } throws: { error in
             "\(error)" == "x.toml: limits.tcp-connections-per-peer: must be 1...10000000"
         }
+        #expect {
+            _ = try ConfigurationFile.parse("[limits]\nsocket-buffer-memory = 4096\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: limits.socket-buffer-memory: must be at least 1048576"
+        }
+        #expect {
+            _ = try ConfigurationFile.parse("[limits]\nsyn-queue = 0\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: limits.syn-queue: must be 1...1000000"
+        }
+        let caps = try ConfigurationFile.parse("[limits]\nsocket-buffer-memory = 2097152\nsyn-queue = 16\n", source: "x.toml")
+        #expect(caps.stackConfiguration.socketBufferMemory == 2 << 20 && caps.stackConfiguration.tcp.synQueueLimit == 16)
+        // The embedded defaults are the core's.
+        let standard = try DaemonConfiguration.standard().stackConfiguration
+        let core = StackConfiguration.standard
+        #expect(standard.socketBufferMemory == core.socketBufferMemory && standard.tcp.synQueueLimit == core.tcp.synQueueLimit)
         let unlimited = try ConfigurationFile.parse("[limits]\nicmp-destination-interval-ms = 0\n", source: "x.toml")
         #expect(unlimited.stackConfiguration.icmp.perDestinationInterval == nil)
         #expect(DaemonConfiguration().stackConfiguration.icmp.perDestinationInterval == .seconds(1))

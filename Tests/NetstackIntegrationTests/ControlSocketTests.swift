@@ -180,6 +180,11 @@ struct ControlSocketTests {
         // The next client is served.
         let status = try await NetstackClient(path: daemon.controlSocket).status()
         #expect(status.interface == "tap0")
+        // Every cap of [limits] with what it holds: the defaults, and this client.
+        let caps = Dictionary((status.resources ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        #expect(caps["socket buffer memory"]?.limit == 256 << 20 && caps["neighbour entries, ARP"]?.limit == 1024
+                && caps["TCP connections, IPv6"]?.limit == 65_536, "\(caps)")
+        #expect((caps["control clients"]?.inUse ?? 0) >= 1 && caps["control clients"]?.limit == 16_384)
         #expect(status.offloads?.hasPrefix("virtio header; receive csum,tso4,tso6") == true, "\(status.offloads ?? "")")
         #expect(daemon.isRunning)
     }

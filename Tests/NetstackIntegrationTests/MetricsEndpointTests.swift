@@ -23,6 +23,8 @@ struct MetricsEndpointTests {
             #expect(text.contains("netstack_events_total{name=\"capture.written\"}"), "the capture's counters")
             #expect(text.contains("netstack_tcp_rtt_seconds{quantile=\"0.5\"}"), "RTTs of open connections (curl's)")
             #expect(text.contains("netstack_tcp_cwnd_bytes_count"), "congestion windows")
+            #expect(text.contains("netstack_resource_limit{resource=\"socket buffer memory\"} 268435456"), "the caps")
+            #expect(text.contains("netstack_resource_in_use{resource=\"TCP connections, IPv4\"}"), "what they hold")
             let check = namespace.execute("curl -sS --max-time 5 \(url) | promtool check metrics")
             #expect(check.status == 0, "promtool: \(check.output)")
         }
@@ -44,7 +46,7 @@ struct MetricsEndpointTests {
         // The status page on port 80 (the same server, HTML).
         let page = try namespace.run("curl -sS --max-time 5 http://192.168.69.1/")
         for part in ["<h2>Addresses</h2>", "192.168.69.1/24", "fdaa::1/64", "<h2>Neighbours</h2>", "192.168.69.100",
-                     "<h2>Sockets</h2>", "listen", "<h2>Counters</h2>", "frames.received", "http-equiv=\"refresh\""] {
+                     "<h2>Sockets</h2>", "listen", "<h2>Limits</h2>", "socket buffer memory", "<h2>Counters</h2>", "frames.received", "http-equiv=\"refresh\""] {
             #expect(page.contains(part), "the status page shows \(part)")
         }
         #expect(daemon.isRunning)

@@ -23,6 +23,7 @@ parser.add_argument("--pid", type=int, required=True)
 parser.add_argument("--control", required=True)
 parser.add_argument("--netstackctl", required=True)
 parser.add_argument("--memory-cap-mib", type=float, default=256)
+parser.add_argument("--log", help="the daemon's log, checked for its limit-reached warnings")
 options = parser.parse_args()
 
 link = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
@@ -90,6 +91,13 @@ def counters():
     out = subprocess.run([options.netstackctl, "stats", "--json", "--socket", options.control],
                          capture_output=True, text=True, timeout=10).stdout
     return json.loads(out)["counters"] if out else {}
+
+
+def resources():
+    """Each cap of [limits]: (name, in use, limit), from `netstackctl status`."""
+    out = subprocess.run([options.netstackctl, "status", "--json", "--socket", options.control],
+                         capture_output=True, text=True, timeout=10).stdout
+    return [(r["name"], r["inUse"], r["limit"]) for r in json.loads(out).get("resources", [])] if out else []
 
 
 def resident_mib():
@@ -310,7 +318,9 @@ def neighbor_exhaustion():
         frames.append(Ether(src=mac, dst="33:33:ff:00:00:01") /
                       IPv6(src=source, dst="ff02::1:ff00:1") / ICMPv6ND_NS(tgt=STACK6) / ICMPv6NDOptSrcLLAddr(lladdr=mac))
     send(frames)
-    return "252 ARP requests and 5,000 solicitations from distinct sources", None
+    ndp = [used for name, used, _ in resources() if name == "neighbour entries, NDP"]
+    return (f"252 ARP requests and 5,000 solicitations from distinct sources; NDP entries {ndp}",
+            None if ndp and ndp[0] > 0 else "no NDP entries reported")
 
 
 def syn_flood():
@@ -354,18 +364,33 @@ for case in cases:
     memory = resident_mib() if alive() else float("nan")
     if not memory <= options.memory_cap_mib:
         problems.append(f"resident memory {memory:.1f} MiB over {options.memory_cap_mib}")
+    over = [f"{name} {used} of {limit}" for name, used, limit in (resources() if alive() else []) if used > limit]
+    if over:
+        problems.append("over a cap: " + ", ".join(over))
     if alive() and not ping_works():
         problems.append("ping fails")
     if alive() and not echo_works():
         problems.append("TCP echo fails")
     after = counters() if alive() else {}
     rose = sorted(f"{k.removeprefix('drop.')}+{after[k] - before.get(k, 0)}" for k in after
-                  if k.startswith("drop.") and after[k] > before.get(k, 0))
+                  if (k.startswith("drop.") or k in ("neighbor.evicted", "tcp.synCookiesSent"))
+                  and after[k] > before.get(k, 0))
     result = "FAIL" if problems else "ok"
     failed += bool(problems)
     print(f"{case.__name__:<22} {result:<7} {memory:8.1f}  {', '.join(rose) or '-'}; {note}"
           + (f" -- {'; '.join(problems)}" if problems else ""), flush=True)
     if not alive():
         break
+if options.log:
+    # Reaching a cap is logged, one line per cap per 10 s: the floods above
+    # reach the neighbour and half-open caps.
+    with open(options.log, errors="replace") as log:
+        reached = [line.split("limit reached: ", 1)[1].split(" (")[0] for line in log if "limit reached: " in line]
+    print("limits reported in the log:", ", ".join(f"{name} ×{reached.count(name)}" for name in sorted(set(reached)))
+          or "none")
+    for expected in ("neighbour entries", "half-open connections of a listener"):
+        if expected not in reached:
+            print(f"missing: a 'limit reached: {expected}' line in the log")
+            failed += 1
 print(f"{len(cases) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

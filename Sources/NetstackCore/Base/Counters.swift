@@ -74,6 +74,9 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case udpNoSocket
     /// A UDP datagram dropped because the socket's receive queue was full.
     case udpReceiveQueueFull
+    /// A UDP datagram dropped because the socket memory cap refused its
+    /// queue's growth.
+    case udpBufferMemory
     /// A TCP segment for which no connection or listener exists (RST sent).
     case tcpNoSocket
     /// A TCP segment rejected for its flags or addressing (no ACK in a
@@ -93,6 +96,9 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpChallenged
     /// TCP data that did not fit the receive buffer.
     case tcpReceiveBufferFull
+    /// TCP data (a segment or its tail) dropped because the socket memory
+    /// cap refused the receive ring's growth.
+    case tcpBufferMemory
     /// A SYN dropped because the listen queue and SYN queue were full.
     case tcpListenOverflow
     /// A SYN, cookie ACK or connect past `maximumConnections` or `maximumConnectionsPerPeer`.
@@ -130,6 +136,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .deviceQueueFull: "output.deviceQueueFull"
         case .udpNoSocket: "udp.noSocket"
         case .udpReceiveQueueFull: "udp.receiveQueueFull"
+        case .udpBufferMemory: "udp.bufferMemory"
         case .tcpNoSocket: "tcp.noSocket"
         case .tcpRejected: "tcp.rejected"
         case .tcpSynWithFin: "tcp.synWithFin"
@@ -138,6 +145,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpAcknowledgesUnsent: "tcp.acknowledgesUnsent"
         case .tcpChallenged: "tcp.challenged"
         case .tcpReceiveBufferFull: "tcp.receiveBufferFull"
+        case .tcpBufferMemory: "tcp.bufferMemory"
         case .tcpListenOverflow: "tcp.listenOverflow"
         case .tcpConnectionLimit: "tcp.connectionLimit"
         }
@@ -156,6 +164,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpSegmentsReceived, tcpSegmentsSent, tcpRetransmissions, tcpResetsSent
     case tcpTimeouts, tcpFastRecoveries, tcpConnectionsOpened, tcpConnectionsAccepted
     case tcpSynCookiesSent, tcpSynCookiesAccepted
+    /// A neighbour entry removed to make room for a new one.
+    case neighborEvicted
 
     public var description: String {
         switch self {
@@ -189,6 +199,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpConnectionsAccepted: "tcp.passiveOpens"
         case .tcpSynCookiesSent: "tcp.synCookiesSent"
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
+        case .neighborEvicted: "neighbor.evicted"
         }
     }
 }

@@ -27,6 +27,11 @@ public struct StackConfiguration: Sendable {
     public var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
     /// Bytes a UDP socket may hold queued (Linux's rmem_default).
     public var udpReceiveBuffer = 212_992
+    /// Bytes every socket buffer (TCP send and receive rings, UDP queues)
+    /// may hold together; each may hold 4 KiB whatever the total (see
+    /// `SocketMemory`). Linux's tcp_mem is a fraction of RAM; 256 MiB holds
+    /// a 1.25 MiB window for 200 bulk connections at once.
+    public var socketBufferMemory = 256 << 20
     public var tcp = TCPSettings()
     /// Gratuitous ARP announcements of each IPv4 address on start (RFC 5227
     /// §2.3: two, two seconds apart).

@@ -188,10 +188,14 @@ extension Stack {
         recycleEvictedNeighbors(I.self)
     }
 
-    /// Frames that waited for neighbours evicted to make room: dropped, as
-    /// for a neighbour that never answered.
+    /// Counts the neighbours evicted to make room; the frames that waited
+    /// for them are dropped, as for a neighbour that never answered.
     func recycleEvictedNeighbors<I: IPVersion>(_ version: I.Type) {
-        for frame in I.layer(of: self).neighbors.takeEvicted() {
+        let evicted = I.layer(of: self).neighbors.takeEvicted()
+        guard evicted.entries > 0 else { return }
+        counters.count(.neighborEvicted, by: evicted.entries)
+        reachedLimit(.neighborEntries)
+        for frame in evicted.frames {
             output.recycle(frame)
             counters.drop(.neighborUnreachable)
         }

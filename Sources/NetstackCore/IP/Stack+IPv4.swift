@@ -46,6 +46,7 @@ extension Stack {
             var evictions = 0
             let result = ipv4.reassembler.add(fragment, key: key, now: now) { _ in evictions += 1 }
             for _ in 0..<evictions { counters.drop(.reassemblyEvicted) }
+            if evictions > 0 { reachedLimit(.reassemblyMemory) }
             switch result {
             case .incomplete:
                 return

@@ -57,6 +57,8 @@ struct NeighborTable<I: IPVersion> {
     /// Frames of entries evicted to make room, for the owner to recycle
     /// (`takeEvicted`).
     private var evicted: [OutputFrame] = []
+    /// Entries evicted since the last `takeEvicted`.
+    private var evictions = 0
 
     init(limits: NeighborLimits) {
         self.limits = limits
@@ -246,15 +248,17 @@ struct NeighborTable<I: IPVersion> {
         }
         guard let victim = oldestIncomplete?.0 ?? oldestResolved?.0 else { return false }
         evicted += entries.removeValue(forKey: victim)?.pending ?? []
+        evictions += 1
         invalidateDeadline()
         return true
     }
 
-    /// The frames of entries evicted since the last call.
-    mutating func takeEvicted() -> [OutputFrame] {
-        guard !evicted.isEmpty else { return [] }
-        defer { evicted = [] }
-        return evicted
+    /// The entries evicted since the last call, and the frames that waited
+    /// in them.
+    mutating func takeEvicted() -> (entries: Int, frames: [OutputFrame]) {
+        guard evictions > 0 else { return (0, []) }
+        defer { (evictions, evicted) = (0, []) }
+        return (evictions, evicted)
     }
 
     private mutating func invalidateDeadline() {

@@ -9,12 +9,24 @@ import NetstackWire
 /// `overheadPerDatagram` (so a flood of empty datagrams is bounded too), and
 /// the charge never exceeds `capacity`. Storage starts small and grows (by
 /// doubling, up to `capacity`) only as the queue fills, so idle sockets cost
-/// little.
+/// little; with a `SocketMemory`, that growth is charged to it and may be
+/// refused.
 struct DatagramQueue<Metadata> {
     static var overheadPerDatagram: Int { 64 }
 
+    /// Why a datagram was not queued.
+    enum Refusal: Error {
+        /// The queue holds its capacity's worth.
+        case full
+        /// The socket memory refused the storage's growth.
+        case memory
+    }
+
     private(set) var capacity: Int
     private var storage: [UInt8] = []
+    private let memory: SocketMemory?
+    /// The storage's share of `memory`, made on the first growth.
+    private var charge: MemoryCharge?
     private var entries: Deque<(metadata: Metadata, offset: Int, length: Int)> = []
     /// Where the next payload goes.
     private var tail = 0
@@ -23,8 +35,9 @@ struct DatagramQueue<Metadata> {
     /// Payload bytes queued.
     private(set) var queuedBytes = 0
 
-    init(capacity: Int) {
+    init(capacity: Int, memory: SocketMemory? = nil) {
         self.capacity = capacity
+        self.memory = memory
     }
 
     var isEmpty: Bool { entries.isEmpty }
@@ -35,12 +48,12 @@ struct DatagramQueue<Metadata> {
         self.capacity = capacity
     }
 
-    /// Appends a datagram; false (nothing kept) if it does not fit the cap.
-    mutating func push(_ metadata: Metadata, _ payload: RawSpan) -> Bool {
+    /// Appends a datagram, or keeps nothing and says why.
+    mutating func push(_ metadata: Metadata, _ payload: RawSpan) throws(Refusal) {
         let length = payload.byteCount
         let charge = length + Self.overheadPerDatagram
-        guard charged + charge <= capacity else { return false }
-        guard let offset = placement(for: length) else { return false }
+        guard charged + charge <= capacity else { throw .full }
+        guard let offset = placement(for: length) else { throw .memory }
         if length > 0 {
             storage.withMutableBytes(offset..<(offset + length)) { $0.copy(payload, to: 0) }
         }
@@ -48,7 +61,6 @@ struct DatagramQueue<Metadata> {
         tail = offset + length
         charged += charge
         queuedBytes += length
-        return true
     }
 
     /// Removes the oldest datagram and hands it to `body`.
@@ -57,7 +69,14 @@ struct DatagramQueue<Metadata> {
         charged -= entry.length + Self.overheadPerDatagram
         queuedBytes -= entry.length
         let result = storage.withSpan { body(entry.metadata, $0.extracting(entry.offset..<(entry.offset + entry.length))) }
-        if entries.isEmpty { tail = 0 }
+        if entries.isEmpty {
+            tail = 0
+            // Under memory pressure an empty queue gives its storage back.
+            if memory?.underPressure == true {
+                storage = []
+                charge?.set(0)
+            }
+        }
         return result
     }
 
@@ -69,7 +88,7 @@ struct DatagramQueue<Metadata> {
     /// Where a payload of `length` bytes can go contiguously. When the ring
     /// has no such gap, the payloads are compacted into a buffer big enough for
     /// all of them (doubling, but never past the cap, which the charge check
-    /// guarantees is enough).
+    /// guarantees is enough), unless the socket memory refuses that: nil.
     private mutating func placement(for length: Int) -> Int? {
         if length == 0 { return tail }
         if let offset = freeOffset(for: length) { return offset }
@@ -77,6 +96,12 @@ struct DatagramQueue<Metadata> {
         var size = max(storage.count, 2048)
         while size < needed { size *= 2 }
         size = max(min(size, capacity), needed, storage.count)
+        if let memory, size > storage.count {
+            size = memory.grant(current: storage.count, wanted: size)
+            guard size >= needed else { return nil }
+            if charge == nil { charge = MemoryCharge(memory) }
+            charge?.set(size)
+        }
         compact(into: size)
         return freeOffset(for: length)
     }

@@ -81,7 +81,8 @@ extension Stack {
     /// Creates an unbound UDP socket.
     public func udpOpen<I: IPVersion>(_ version: I.Type) -> SocketID {
         let id = makeSocketID()
-        I.layer(of: self).udp.sockets[id] = UDPSocket(queue: DatagramQueue(capacity: configuration.udpReceiveBuffer))
+        let queue = DatagramQueue<UDPReceived<I>>(capacity: configuration.udpReceiveBuffer, memory: socketMemory)
+        I.layer(of: self).udp.sockets[id] = UDPSocket(queue: queue)
         return id
     }
 
@@ -270,12 +271,19 @@ extension Stack {
             let chunk = payload.extracting(offset..<min(offset + piece, payload.byteCount))
             offset += piece
             counters.count(.udpDatagramsReceived)
-            guard layer.udp.sockets[id]?.queue.push(metadata, chunk) == true else {
+            do throws(DatagramQueue<UDPReceived<I>>.Refusal) {
+                try layer.udp.sockets[id]?.queue.push(metadata, chunk)
+            } catch {
                 layer.udp.sockets[id]?.overflows += 1
-                counters.drop(.udpReceiveQueueFull)
-                continue
+                switch error {
+                case .full:
+                    counters.drop(.udpReceiveQueueFull)
+                case .memory:
+                    counters.drop(.udpBufferMemory)
+                }
             }
         } while offset < payload.byteCount
+        noteSocketMemory()
         signal(id)
     }
 

@@ -213,6 +213,8 @@ public enum ConfigurationFile {
             if let burst = try limits.int("icmp-destination-burst") { configuration.icmpDestinationBurst = burst }
             if let count = try limits.int("tcp-connections") { configuration.tcpConnections = count }
             if let count = try limits.int("tcp-connections-per-peer") { configuration.tcpConnectionsPerPeer = count }
+            if let count = try limits.int("syn-queue") { configuration.synQueue = count }
+            if let bytes = try limits.int("socket-buffer-memory") { configuration.socketBufferMemory = bytes }
             try limits.finish()
         }
         if var services = try top.section("services") {

@@ -45,6 +45,10 @@ public struct DaemonConfiguration: Sendable {
     /// TCP connections (every state but TIME-WAIT) at most, in all and per remote address.
     public var tcpConnections = 65_536
     public var tcpConnectionsPerPeer = 16_384
+    /// Half-open connections per listener before SYN cookies.
+    public var synQueue = 256
+    /// Bytes all socket buffers may hold together.
+    public var socketBufferMemory = 256 << 20
     /// The built-in services to run.
     public var services: [ServiceSetting] = []
     /// The control socket's path; nil: no control socket.
@@ -84,6 +88,8 @@ public struct DaemonConfiguration: Sendable {
         stack.icmp.perDestinationBurst = icmpDestinationBurst
         stack.tcp.maximumConnections = tcpConnections
         stack.tcp.maximumConnectionsPerPeer = tcpConnectionsPerPeer
+        stack.tcp.synQueueLimit = synQueue
+        stack.socketBufferMemory = socketBufferMemory
         return stack
     }
 
@@ -149,6 +155,12 @@ public struct DaemonConfiguration: Sendable {
         for (value, field) in [(tcpConnections, "tcp-connections"), (tcpConnectionsPerPeer, "tcp-connections-per-peer")]
         where !(1...10_000_000).contains(value) {
             throw ConfigurationError(field: "limits.\(field)", message: "must be 1...10000000")
+        }
+        guard (1...1_000_000).contains(synQueue) else {
+            throw ConfigurationError(field: "limits.syn-queue", message: "must be 1...1000000")
+        }
+        guard socketBufferMemory >= 1 << 20 else {
+            throw ConfigurationError(field: "limits.socket-buffer-memory", message: "must be at least 1048576")
         }
         guard (0...10).contains(dadTransmits) else {
             throw ConfigurationError(field: "ipv6.dad-transmits", message: "must be 0...10")

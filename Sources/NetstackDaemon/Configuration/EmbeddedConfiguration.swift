@@ -94,6 +94,20 @@ icmp-destination-burst = 6
 # (drop.tcp.connectionLimit); a local connect fails with ENOBUFS.
 tcp-connections = 65536
 tcp-connections-per-peer = 16384
+# Half-open connections (SYN received, not yet acknowledged) per listener;
+# past it SYNs are answered with SYN cookies (RFC 4987 §3.6), which hold
+# nothing (tcp.synCookiesSent).
+syn-queue = 256
+# Bytes all socket buffers (TCP send and receive rings, UDP queues) may hold
+# together (Linux: tcp_mem). Buffers grow with use; past this, each may
+# still grow to 4 KiB, a TCP receiver drops what does not fit
+# (drop.tcp.bufferMemory) and stops widening its window, a sender takes
+# fewer bytes from its program, a UDP socket drops datagrams
+# (drop.udp.bufferMemory). `netstackctl status` shows what is in use.
+#
+# Reaching any limit in this section is counted and logged, one line per
+# limit per 10 s at most.
+socket-buffer-memory = 268435456
 
 # Built-in services (RFC 862 echo, RFC 863 discard, RFC 867 daytime, RFC 864
 # chargen), each on its port over the listed transports, on every address of

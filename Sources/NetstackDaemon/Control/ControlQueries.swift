@@ -23,16 +23,20 @@ struct ControlQueries: NetstackService.Service, Sendable {
         encoder.outputFormatting = [.sortedKeys]
         switch kind {
         case .status:
-            let sockets = await engine.query { stack in
-                stack.tcpSockets(IPv4.self).count + stack.tcpSockets(IPv6.self).count
-                    + stack.udpSockets(IPv4.self).count + stack.udpSockets(IPv6.self).count
+            let (sockets, resources) = await engine.query { stack in
+                (stack.tcpSockets(IPv4.self).count + stack.tcpSockets(IPv6.self).count
+                    + stack.udpSockets(IPv4.self).count + stack.udpSockets(IPv6.self).count,
+                 stack.resources.map { ResourceReport(name: $0.name, inUse: $0.inUse, limit: $0.limit) })
             }
+            let control = ResourceReport(name: "control clients", inUse: clients.count,
+                                         limit: configuration.controlMaximumClients)
             let elapsed = (ContinuousClock.now - started).components
             return Array(try encoder.encode(StatusReport(
                 version: "netstackd 0.1", interface: configuration.interface, mac: "\(configuration.mac)",
                 mtu: configuration.mtu,
                 uptimeSeconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) * 1e-18,
-                sockets: sockets, controlClients: clients.count, offloads: "\(offloads)")))
+                sockets: sockets, controlClients: clients.count, offloads: "\(offloads)",
+                resources: resources + [control])))
         case .addresses:
             return Array(try encoder.encode(await engine.query { stack in
                 stack.ipv4Addresses.map { AddressReport(family: .ipv4, address: "\($0.interface)", state: "\($0.state)") }

@@ -133,6 +133,8 @@ struct StatusServer: Service, Sendable {
         // as `netstackctl stats` has them.
         let report = await queries(.stats).flatMap { try? JSONDecoder().decode(StatsReport.self, from: Data($0)) }
         let counters = (report?.counters ?? [:]).map { ($0.key, $0.value) }
+        let resources = await queries(.status)
+            .flatMap { try? JSONDecoder().decode(StatusReport.self, from: Data($0)) }?.resources ?? []
         let (states, rtts, windows) = await sockets.perform { stack -> ([String: Int], [Double], [Double]) in
             var states: [String: Int] = [:]
             var rtts: [Double] = []
@@ -168,10 +170,18 @@ struct StatusServer: Service, Sendable {
             let state = parts.count > 1 ? String(parts[1]) : "open"
             sockets += "netstack_sockets{protocol=\"\(parts[0])\",state=\"\(Self.escape(state))\"} \(count)\n"
         }
+        var caps = "# HELP netstack_resource_in_use What each cap of [limits] holds now (bytes or entries).\n"
+        caps += "# TYPE netstack_resource_in_use gauge\n"
+        var limits = "# HELP netstack_resource_limit Each cap of [limits] (bytes or entries).\n"
+        limits += "# TYPE netstack_resource_limit gauge\n"
+        for resource in resources {
+            caps += "netstack_resource_in_use{resource=\"\(Self.escape(resource.name))\"} \(resource.inUse)\n"
+            limits += "netstack_resource_limit{resource=\"\(Self.escape(resource.name))\"} \(resource.limit)\n"
+        }
         let connections = Self.summary("netstack_tcp_rtt_seconds",
                                        "Smoothed round-trip times of the TCP connections open now.", rtts)
             + Self.summary("netstack_tcp_cwnd_bytes", "Congestion windows of the TCP connections open now.", windows)
-        return text + drops + sockets + connections + Self.withHelp(registry?.emitToString() ?? "")
+        return text + drops + sockets + caps + limits + connections + Self.withHelp(registry?.emitToString() ?? "")
     }
 
     /// A Prometheus summary of `values` (the connections open now): the
@@ -263,6 +273,8 @@ struct StatusServer: Service, Sendable {
         page += "<h2>Sockets</h2>" + table(["proto", "state", "local", "remote", "recv-q", "send-q"],
                                            sockets.map { [$0.proto, $0.state, $0.local, $0.remote,
                                                           "\($0.receiveQueue)", "\($0.sendQueue)"] })
+        page += "<h2>Limits</h2>" + table(["resource", "in use", "limit"],
+                                          (status?.resources ?? []).map { [$0.name, "\($0.inUse)", "\($0.limit)"] })
         page += "<h2>Counters</h2>" + table(["counter", "value"],
                                             counters.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
         page += "\n<p>Metrics for Prometheus: <a href=\"/metrics\">/metrics</a>. The page refreshes every 5 s.</p>\n"

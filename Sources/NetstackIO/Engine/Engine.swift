@@ -184,7 +184,7 @@ public final class Engine<Device: FrameDevice & ~Copyable>: @unchecked Sendable 
             mailbox.runJobs(executor)
             sockets.deliverEvents(stack)
             try transmit()
-            for notice in stack.takeNotices() { logger.info("\(notice)") }
+            for notice in stack.takeNotices() { logger.log(level: notice.isWarning ? .warning : .info, "\(notice)") }
             if let interval = statisticsInterval, current - lastStatistics >= interval {
                 lastStatistics = current
                 logger.info("counters: \(Self.summary(stack.counters))")

@@ -10,9 +10,13 @@
 /// (from 1 KiB) only when a write needs more, up to the capacity, without
 /// zero-filling; a small storage is released when the ring empties. An idle
 /// connection costs nothing here, a bulk one its window; growing copies what
-/// is held once.
+/// is held once. With a `SocketMemory`, growth is charged to it and may be
+/// refused (or cut short): writes then take what the storage holds.
 struct ByteRing {
     private var storage: [UInt8] = []
+    private let memory: SocketMemory?
+    /// The storage's share of `memory`, made on the first growth.
+    private var charge: MemoryCharge?
     /// Where offset 0 is in `storage`.
     private var head = 0
     /// Bytes from offset 0 that are present (contiguous).
@@ -26,22 +30,37 @@ struct ByteRing {
     /// one stays: a bulk transfer empties its ring all the time).
     static let releasedWhenEmpty = 4096
 
-    init(capacity: Int) {
+    init(capacity: Int, memory: SocketMemory? = nil) {
         self.capacity = capacity
+        self.memory = memory
     }
 
-    var free: Int { capacity - count }
+    /// The most bytes (from offset 0) the ring can hold now: its capacity,
+    /// or less when the socket memory would refuse the growth.
+    var attainable: Int {
+        guard let memory, storage.count < capacity else { return capacity }
+        return memory.ceiling(current: storage.count, wanted: capacity)
+    }
+
+    /// Room after the contiguous bytes, as far as the ring can grow now.
+    var room: Int { attainable - count }
     var isEmpty: Bool { count == 0 }
     /// Bytes of memory the ring holds now.
     var allocatedBytes: Int { storage.count }
 
-    /// Makes room for offsets below `end` (at most the capacity), keeping
-    /// every byte at its offset.
+    /// Makes room for offsets below `end` (at most the capacity, and less
+    /// when the socket memory grants less), keeping every byte at its offset.
     private mutating func reserve(_ end: Int) {
         guard end > storage.count else { return }
         var size = max(storage.count * 2, Self.minimumStorage)
         while size < end { size *= 2 }
         size = min(size, capacity)
+        if let memory {
+            size = memory.grant(current: storage.count, wanted: size)
+            guard size > storage.count else { return }
+            if charge == nil { charge = MemoryCharge(memory) }
+            charge?.set(size)
+        }
         let old = storage
         let oldHead = head
         storage = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
@@ -60,12 +79,15 @@ struct ByteRing {
     }
 
     /// Copies `bytes` to `offset` (which may be past `count`: out of order).
-    /// Writes beyond the capacity are cut off. Returns the bytes written.
+    /// Writes beyond the capacity, or beyond the storage the socket memory
+    /// grants, are cut off. Returns the bytes written.
     @discardableResult
     mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {
-        let length = max(0, min(bytes.count, capacity - offset))
+        var length = max(0, min(bytes.count, capacity - offset))
         guard length > 0, let source = bytes.baseAddress else { return 0 }
         reserve(offset + length)
+        length = min(length, storage.count - offset)
+        guard length > 0 else { return 0 }
         let size = storage.count
         let start = (head + offset) % size
         storage.withUnsafeMutableBytes { ring in
@@ -95,7 +117,10 @@ struct ByteRing {
     mutating func append(maximum: Int, _ produce: (UnsafeMutableRawBufferPointer) -> Int) -> Int {
         var total = 0
         while total < maximum && count < capacity {
-            if count == storage.count { reserve(count + 1) }
+            if count == storage.count {
+                reserve(count + 1)
+                if count == storage.count { break }
+            }
             let size = storage.count
             let start = (head + count) % size
             let piece = min(maximum - total, size - start, size - count)
@@ -144,13 +169,16 @@ struct ByteRing {
         count -= length
     }
 
-    /// Frees a small storage when nothing is held. Only the caller knows
+    /// Frees a small storage (or any, when the socket memory is under
+    /// pressure) when nothing is held. Only the caller knows
     /// whether out-of-order bytes sit past `count` (a send ring never has
     /// any); it must not call this while they do.
     mutating func releaseIfEmpty() {
-        guard count == 0, storage.count <= Self.releasedWhenEmpty else { return }
+        guard count == 0, !storage.isEmpty,
+              storage.count <= Self.releasedWhenEmpty || memory?.underPressure == true else { return }
         storage = []
         head = 0
+        charge?.set(0)
     }
 
     /// Calls `body` with the bytes at `range` (offsets from the start), in at
@@ -182,7 +210,7 @@ struct ByteRing {
     /// ring holding out-of-order data).
     mutating func resize(_ capacity: Int) {
         let keep = min(count, capacity)
-        var fresh = ByteRing(capacity: capacity)
+        var fresh = ByteRing(capacity: capacity, memory: memory)
         if keep > 0 {
             withBytes(0..<keep) { _ = fresh.append($0) }
         }

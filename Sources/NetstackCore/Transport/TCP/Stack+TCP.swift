@@ -91,6 +91,7 @@ extension Stack {
         guard layer.tcp.admits(remote.address, configuration.tcp) else {
             if socket.local == nil { layer.tcp.release(local.port, by: id) }
             counters.drop(.tcpConnectionLimit)
+            reachedLimit(.tcpConnections)
             throw .noBufferSpace
         }
         let connection = makeConnection(I.self, id: id, state: .synSent, local: local, remote: remote,
@@ -149,6 +150,7 @@ extension Stack {
             throw .shutDown
         }
         let accepted = connection.sendBuffer.append(maximum: maximum, produce)
+        noteSocketMemory()
         if accepted > 0 {
             tcpOutput(connection)
             schedule(connection)
@@ -201,7 +203,7 @@ extension Stack {
         if connection.error != nil || connection.finQueued { return true }
         switch connection.state {
         case .synSent, .synReceived: return false
-        case .established, .closeWait: return connection.sendBuffer.free > 0
+        case .established, .closeWait: return connection.sendBuffer.room > 0
         default: return true
         }
     }
@@ -392,7 +394,7 @@ extension Stack {
             id: id, state: state, local: local, remote: remote,
             initialSequence: initialSequence ?? initialSequenceNumber(local: local, remote: remote),
             timestampOffset: timestampOffset(local: local, remote: remote), settings: configuration.tcp,
-            sendMSS: maximumSegmentSize(I.self), now: now)
+            sendMSS: maximumSegmentSize(I.self), memory: socketMemory, now: now)
         connection.noDelay = options.noDelay
         connection.keepalive = options.keepalive
         connection.userTimeout = options.userTimeout

@@ -68,6 +68,7 @@ extension Stack {
             // peer's retransmission may find room).
             if !segment.hasSYN, configuration.tcp.synCookies,
                !I.layer(of: self).tcp.admits(tuple.remote.address, configuration.tcp) {
+                reachedLimit(.tcpConnections)
                 return counters.drop(.tcpConnectionLimit)
             }
             if !segment.hasSYN, configuration.tcp.synCookies,
@@ -85,12 +86,17 @@ extension Stack {
         }
         guard segment.hasSYN else { return counters.drop(.tcpRejected) }
         guard !segment.hasFIN else { return counters.drop(.tcpSynWithFin) }
-        guard listener.acceptQueue.count < listener.backlog else { return counters.drop(.tcpListenOverflow) }
+        guard listener.acceptQueue.count < listener.backlog else {
+            reachedLimit(.listenQueue)
+            return counters.drop(.tcpListenOverflow)
+        }
         let layer = I.layer(of: self)
         guard layer.tcp.admits(tuple.remote.address, configuration.tcp) else {
+            reachedLimit(.tcpConnections)
             return counters.drop(.tcpConnectionLimit)
         }
         guard listener.halfOpen < configuration.tcp.synQueueLimit else {
+            reachedLimit(.synQueue)
             guard configuration.tcp.synCookies else { return counters.drop(.tcpListenOverflow) }
             counters.count(.tcpSynCookiesSent)
             return sendCookie(listener, segment, tuple)
@@ -297,6 +303,7 @@ extension Stack {
             // SYN-ACK is retransmitted, and a later ACK gets in), as Linux does.
             if let parent = connection.parent, let listener = I.layer(of: self).tcp.listener(parent),
                listener.acceptQueue.count >= listener.backlog {
+                reachedLimit(.listenQueue)
                 return counters.drop(.tcpListenOverflow)
             }
             connection.sendUnacknowledged = connection.initialSendSequence + 1
@@ -542,6 +549,16 @@ extension Stack {
         }
         let written = payload.extracting(0..<length).withUnsafeBytes { bytes in
             connection.receiveBuffer.write(bytes, at: connection.receiveBuffer.count + offset)
+        }
+        noteSocketMemory()
+        if written < length {
+            // The socket memory refused the ring's growth: what did not fit
+            // is dropped, and the peer sends it again.
+            counters.drop(.tcpBufferMemory)
+            guard written > 0 else {
+                connection.acknowledgeNow = true
+                return
+            }
         }
         if offset == 0 {
             let hadHoles = !connection.outOfOrder.isEmpty

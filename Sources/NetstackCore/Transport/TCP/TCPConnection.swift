@@ -227,7 +227,7 @@ final class TCPConnection<I: IPVersion> {
     var sendWhatFits = false
 
     init(id: SocketID, state: TCPState, local: Endpoint<I>, remote: Endpoint<I>, initialSequence: SequenceNumber,
-         timestampOffset: UInt32, settings: TCPSettings, sendMSS: Int, now: Instant) {
+         timestampOffset: UInt32, settings: TCPSettings, sendMSS: Int, memory: SocketMemory?, now: Instant) {
         self.id = id
         self.state = state
         self.local = local
@@ -245,8 +245,8 @@ final class TCPConnection<I: IPVersion> {
         self.timestampOffset = timestampOffset
         // Buffers are small until the handshake completes (half-open
         // connections must be cheap); `allocateBuffers` sizes them.
-        sendBuffer = ByteRing(capacity: 0)
-        receiveBuffer = ByteRing(capacity: 0)
+        sendBuffer = ByteRing(capacity: 0, memory: memory)
+        receiveBuffer = ByteRing(capacity: 0, memory: memory)
         outOfOrder = RangeList(limit: settings.outOfOrderRanges)
         scoreboard = RangeList(limit: 4 * settings.outOfOrderRanges)
         self.sendMSS = sendMSS
@@ -256,12 +256,13 @@ final class TCPConnection<I: IPVersion> {
         lastSent = now
     }
 
-    /// Gives the connection its buffers (once established, or on connect).
+    /// Gives the connection its buffers (once established, or on connect,
+    /// when nothing has been received yet).
     func allocateBuffers(send: Int, receive: Int) {
         if sendBuffer.capacity != send { sendBuffer.resize(send) }
         if receiveCapacity != receive {
             receiveCapacity = receive
-            receiveBuffer = ByteRing(capacity: receive + Self.windowRoundingSlack)
+            receiveBuffer.resize(receive + Self.windowRoundingSlack)
         }
     }
 
@@ -295,8 +296,9 @@ final class TCPConnection<I: IPVersion> {
     /// Data the application may still read.
     var readable: Int { receiveBuffer.count }
 
-    /// Room in the receive buffer beyond the unread data.
-    var receiveSpace: Int { max(0, receiveCapacity - receiveBuffer.count) }
+    /// Room in the receive buffer beyond the unread data, as far as the
+    /// socket memory lets the ring grow.
+    var receiveSpace: Int { max(0, min(receiveCapacity, receiveBuffer.attainable) - receiveBuffer.count) }
 
     /// How far the advertised window reaches past `receiveNext`.
     var advertisedWindow: Int { max(0, receiveAdvertisedEdge - receiveNext) }
