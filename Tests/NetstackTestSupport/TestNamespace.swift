@@ -94,8 +94,12 @@ public final class DaemonProcess: @unchecked Sendable {
     public let standardOutputPath: String
     public let standardErrorPath: String
 
-    /// The binary next to the test bundle (`scripts/test.sh` builds it first).
+    /// The binary in `NETSTACK_BIN_DIR` (`scripts/test.sh` sets it to the
+    /// release build), else the one next to the test bundle.
     public static var binary: String {
+        if let directory = ProcessInfo.processInfo.environment["NETSTACK_BIN_DIR"], !directory.isEmpty {
+            return URL(fileURLWithPath: directory).appendingPathComponent("netstackd").path
+        }
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
         return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("netstackd").path
     }
