@@ -32,6 +32,8 @@ let package = Package(
         .executable(name: "netstack-run", targets: ["netstack-run"]),
         // LD_PRELOAD library: unmodified programs get sockets inside netstackd.
         .library(name: "netstack-preload", type: .dynamic, targets: ["CNetstackPreload"]),
+        // packetdrill's --so_filename backend: the core on a virtual clock.
+        .library(name: "netstack-packetdrill", type: .dynamic, targets: ["NetstackPacketdrill"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
@@ -49,6 +51,7 @@ let package = Package(
         .target(name: "CMallocCounter"),
         .target(name: "CNetstackPreload", cSettings: [.unsafeFlags(["-fvisibility=default"])],
                 linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CNetstackPacketdrill", cSettings: [.unsafeFlags(["-fvisibility=hidden"])]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
         // Libraries, bottom up.
@@ -74,6 +77,10 @@ let package = Package(
                                .product(name: "DequeModule", package: "swift-collections")],
                 swiftSettings: lifetimes + crossModule + uncheckedExclusivity
                     + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]),
+        .target(name: "NetstackPacketdrill",
+                dependencies: ["NetstackWire", "NetstackCore", "CNetstackPacketdrill",
+                               .product(name: "DequeModule", package: "swift-collections")],
+                swiftSettings: lifetimes),
         // The control protocol (shared by daemon and clients) and the client library.
         .target(name: "NetstackControl"),
         .target(name: "NetstackClient", dependencies: ["NetstackControl"]),

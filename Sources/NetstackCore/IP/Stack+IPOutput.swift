@@ -177,6 +177,14 @@ extension Stack {
         }
     }
 
+    /// Adds a permanent neighbour entry (as `ip neigh add ... nud permanent`):
+    /// `address` is at `mac`, without solicitations, expiry or eviction,
+    /// whatever neighbours say. For links whose peers do not resolve (a
+    /// test harness that carries bare IP packets).
+    public func addPermanentNeighbor<I: IPVersion>(_ version: I.Type, _ address: I.Address, mac: MACAddress) {
+        enqueue(I.layer(of: self).neighbors.setPermanent(address, mac: mac))
+    }
+
     /// Records a neighbour's link address and sends what was waiting for it.
     func learnNeighbor<I: IPVersion>(_ version: I.Type, _ address: I.Address, mac: MACAddress?, solicited: Bool,
                                      override: Bool, create: Bool, isRouter: Bool? = nil) {

@@ -13,6 +13,9 @@ public enum NeighborState: String, Sendable {
     case delay
     /// Being confirmed with unicast solicitations.
     case probe
+    /// Set by the owner (Linux's NUD_PERMANENT): never solicited, never
+    /// expired or evicted, not changed by what neighbours say.
+    case permanent
 }
 
 /// One neighbour cache entry.
@@ -74,6 +77,7 @@ struct NeighborTable<I: IPVersion> {
     /// stale entry starts the delay before probing (RFC 4861 §7.3.3).
     mutating func lookup(_ address: I.Address, now: Instant) -> MACAddress? {
         guard var entry = entries[address], let mac = entry.mac, entry.state != .incomplete else { return nil }
+        if entry.state == .permanent { return mac }
         entry.lastUsed = now
         if entry.state == .stale {
             entry.state = .delay
@@ -124,6 +128,7 @@ struct NeighborTable<I: IPVersion> {
             invalidateDeadline()
             return []
         }
+        if entry.state == .permanent { return [] }
         if let isRouter { entry.isRouter = isRouter }
         var released: [OutputFrame] = []
         if entry.state == .incomplete {
@@ -162,12 +167,23 @@ struct NeighborTable<I: IPVersion> {
     /// An upper layer saw forward progress with this neighbour (RFC 4861
     /// §7.3.1): it is reachable.
     mutating func confirm(_ address: I.Address, reachableFor reachable: Duration, now: Instant) {
-        guard var entry = entries[address], entry.mac != nil, entry.state != .incomplete else { return }
+        guard var entry = entries[address], entry.mac != nil, entry.state != .incomplete,
+              entry.state != .permanent else { return }
         entry.state = .reachable
         entry.deadline = now + reachable
         entry.solicitations = 0
         entries[address] = entry
         invalidateDeadline()
+    }
+
+    /// Sets a permanent entry, replacing what was there (its waiting
+    /// frames, now addressed, are returned to be sent).
+    mutating func setPermanent(_ address: I.Address, mac: MACAddress) -> [OutputFrame] {
+        var released = entries[address]?.pending ?? []
+        for index in released.indices { released[index].setDestination(mac) }
+        entries[address] = NeighborEntry(mac: mac, state: .permanent, deadline: nil, lastUsed: .zero)
+        invalidateDeadline()
+        return released
     }
 
     mutating func remove(_ address: I.Address) -> [OutputFrame] {
@@ -213,7 +229,7 @@ struct NeighborTable<I: IPVersion> {
                 entry.solicitations += 1
                 entry.deadline = now + limits.retransmitTime
                 if let mac = entry.mac { solicitations.append(.unicast(address, mac)) }
-            case .stale:
+            case .stale, .permanent:
                 entry.deadline = nil
             }
             entries[address] = entry
@@ -239,7 +255,7 @@ struct NeighborTable<I: IPVersion> {
         guard entries.count >= limits.maximumEntries else { return true }
         var oldestIncomplete: (I.Address, Instant)?
         var oldestResolved: (I.Address, Instant)?
-        for (address, entry) in entries {
+        for (address, entry) in entries where entry.state != .permanent {
             if entry.state == .incomplete {
                 if oldestIncomplete.map({ entry.lastUsed < $0.1 }) ?? true { oldestIncomplete = (address, entry.lastUsed) }
             } else if oldestResolved.map({ entry.lastUsed < $0.1 }) ?? true {

@@ -605,6 +605,10 @@ extension Stack {
     /// The peer's FIN (RFC 9293 §3.10.7.4 eighth check).
     private func receiveFIN<I: IPVersion>(_ connection: TCPConnection<I>) {
         connection.receiveNext += 1
+        // The FIN takes sequence space, not buffer: the offered edge moves
+        // with it, so the window it is acknowledged with is the one offered
+        // before (as Linux and FreeBSD answer), not one byte smaller.
+        if connection.receiveAdvertisedEdge - connection.receiveNext >= 0 { connection.receiveAdvertisedEdge += 1 }
         connection.finReceived = true
         switch connection.state {
         case .synReceived, .established:
