@@ -45,13 +45,19 @@ if [ ! -x "$packetdrill" ]; then
     tar xzf "$root/../shared/vendor/packetdrill-2c4001c.tar.gz" -C "$build"
     (cd "$build/packetdrill/gtests/net/packetdrill" && ./configure >/dev/null && make -j"$(nproc)" packetdrill >/dev/null)
 fi
-swift build --product netstack-packetdrill >/dev/null
-library="$(swift build --show-bin-path)/libnetstack-packetdrill.so"
+# NETSTACK_PACKETDRILL_LIBRARY: a library already built (the test suite
+# passes its own, since it cannot run swift build while it runs).
+library=${NETSTACK_PACKETDRILL_LIBRARY:-}
+if [ -z "$library" ]; then
+    swift build --product netstack-packetdrill >/dev/null
+    library="$(swift build --show-bin-path)/libnetstack-packetdrill.so"
+fi
 
 scripts=()
 for target in "$@"; do
     if [ -d "$target" ]; then
-        while IFS= read -r file; do scripts+=("$file"); done < <(find "$target" -name '*.pkt' | sort)
+        # snippets/ holds fragments the suite's scripts were written from, not tests.
+        while IFS= read -r file; do scripts+=("$file"); done < <(find "$target" -name '*.pkt' -not -path '*/snippets/*' | sort)
     else
         scripts+=("$target")
     fi
@@ -63,9 +69,13 @@ declare -A group_passed group_failed
 passed=0 failed=0
 for script in "${scripts[@]}"; do
     path=$(realpath "$script")
-    name=${path#"$(realpath "$suite")/"}
-    group=${name%%/*}
-    [ "$group" = "$name" ] && group=$(basename "$(dirname "$path")")
+    if [[ $path == "$(realpath "$suite")"/* ]]; then
+        name=${path#"$(realpath "$suite")/"}
+        group=${name%%/*}
+    else
+        name=${path#"$root/"}
+        group=$(basename "$(dirname "$path")")
+    fi
     if grep -q -- '--ip_version=ipv6' "$path"; then
         addresses=(--local_ip=fd3d:fa7b:d17d::1 --remote_ip=2001:db8::1)
     else
@@ -88,7 +98,7 @@ for script in "${scripts[@]}"; do
         echo "PASS $name"
         passed=$((passed + 1)); group_passed[$group]=$(( ${group_passed[$group]:-0} + 1 ))
     else
-        reason=$(printf '%s\n' "$output" | grep -E '\.pkt:[0-9]+|netstack-packetdrill:|^sysctl:|^sockstat:' | head -1)
+        reason=$(printf '%s\n' "$output" | grep -E '\.pkt:[0-9]+|netstack-packetdrill:|^sysctl:|^sockstat:' | head -1 || true)
         [ $status -eq 124 ] && reason="timed out after 30 s${reason:+: $reason}"
         [ -n "$reason" ] || reason="exit status $status: $(printf '%s' "$output" | tail -1)"
         echo "FAIL $name: $(printf '%s' "$reason" | tr -s ' \t' ' ' | cut -c1-400)"

@@ -18,6 +18,7 @@ packages=(
     openssh-server openssh-client
     prometheus                      # promtool, which checks the metrics endpoint
     python3-scapy ethtool           # the hostile-traffic suite (scripts/hostile.sh)
+    bison flex make gcc             # packetdrill (scripts/packetdrill.sh builds it)
 )
 missing=()
 for package in "${packages[@]}"; do

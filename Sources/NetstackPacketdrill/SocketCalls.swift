@@ -140,13 +140,16 @@ extension Backend {
 
     func receive(_ fd: Int32, _ message: UnsafeMutablePointer<msghdr>, flags: Int32) throws(Errno) -> Int {
         let descriptor = try self.descriptor(fd)
-        if flags & Int32(MSG_PEEK) != 0 { throw Errno(EOPNOTSUPP) }
+        let peek = flags & Int32(MSG_PEEK) != 0
+        if peek && descriptor.transport == .udp { throw Errno(EOPNOTSUPP) }
         // No urgent data is kept out of band (RFC 6093: it is read inline).
         if flags & Int32(MSG_OOB) != 0 { throw Errno(EINVAL) }
         let nonBlocking = descriptor.nonBlocking || flags & Int32(MSG_DONTWAIT) != 0
         let pieces = UnsafeMutableBufferPointer(start: message.pointee.msg_iov, count: Int(message.pointee.msg_iovlen))
         message.pointee.msg_flags = 0
-        let count = try receive(descriptor.family, descriptor, pieces, message, nonBlocking: nonBlocking)
+        let count = try peek
+            ? self.peek(descriptor.family, descriptor, pieces, nonBlocking: nonBlocking)
+            : receive(descriptor.family, descriptor, pieces, message, nonBlocking: nonBlocking)
         collect()
         return count
     }
@@ -205,6 +208,35 @@ extension Backend {
             if truncated { message.pointee.msg_flags |= Int32(MSG_TRUNC) }
             return count
         }
+    }
+
+    /// MSG_PEEK on a stream: a copy of what is readable (its first
+    /// contiguous piece in the ring), which stays to be read.
+    private func peek<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor,
+                                       _ pieces: UnsafeMutableBufferPointer<iovec>,
+                                       nonBlocking: Bool) throws(Errno) -> Int {
+        let count = try wait(nonBlocking: nonBlocking) { () throws(Errno) -> Int? in
+            var copied = 0
+            let result: Int?
+            do {
+                result = try stack.tcpReceive(I.self, descriptor.id) { (bytes: UnsafeRawBufferPointer) -> Int in
+                    var offset = 0
+                    for piece in pieces where offset < bytes.count {
+                        let length = min(piece.iov_len, bytes.count - offset)
+                        piece.iov_base?.copyMemory(from: bytes.baseAddress! + offset, byteCount: length)
+                        offset += length
+                    }
+                    copied = offset
+                    return 0
+                }
+            } catch {
+                throw Errno(error)
+            }
+            guard result != nil else { return nil }
+            return copied
+        }
+        guard let count else { throw Errno(EAGAIN) }
+        return count
     }
 
     func send(_ fd: Int32, _ message: UnsafePointer<msghdr>, flags: Int32) throws(Errno) -> Int {
