@@ -57,6 +57,13 @@ enum ScriptConfiguration {
             configuration.tcp.timestamps = on != 0
             configuration.tcp.windowScaling = on != 0
         }
+        // FreeBSD's ecn.enable: 0 off, 1 asked for on connect too, 2 answered.
+        switch number("net.inet.tcp.ecn.enable") {
+        case 0?: configuration.tcp.ecn = .off
+        case 1?: configuration.tcp.ecn = .active
+        case 2?: configuration.tcp.ecn = .passive
+        default: break
+        }
         if let on = number("net.inet.tcp.syncookies") { configuration.tcp.synCookies = on != 0 }
         if let milliseconds = number("net.inet.tcp.delacktime") {
             configuration.tcp.delayedAckTimeout = .milliseconds(milliseconds)

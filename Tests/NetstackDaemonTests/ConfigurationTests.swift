@@ -134,6 +134,12 @@ import Testing
         } throws: { error in
             "\(error)" == "x.toml: limits.syn-queue: must be 1...1000000"
         }
+        #expect {
+            _ = try ConfigurationFile.parse("[tcp]\necn = \"sometimes\"\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: tcp.ecn: \"sometimes\" is not one of off, passive, active"
+        }
+        #expect(try ConfigurationFile.parse("[tcp]\necn = \"active\"\n", source: "x.toml").stackConfiguration.tcp.ecn == .active)
         let caps = try ConfigurationFile.parse("[limits]\nsocket-buffer-memory = 2097152\nsyn-queue = 16\n", source: "x.toml")
         #expect(caps.stackConfiguration.socketBufferMemory == 2 << 20 && caps.stackConfiguration.tcp.synQueueLimit == 16)
         // The embedded defaults are the core's.

@@ -20,6 +20,9 @@ public struct LinkFaults: Sendable, CustomStringConvertible {
     public var bitsPerSecond = 200_000_000.0
     /// Frames that may wait for the link; more are dropped (a drop-tail queue).
     public var queueLimit = 200
+    /// An AQM that marks rather than drops: an ECN-capable frame that finds
+    /// more than this many waiting is marked CE (RFC 3168 §5); nil: none.
+    public var markCongestionAbove: Int?
 
     public init(loss: Double = 0, reorder: Double = 0, duplicate: Double = 0, corrupt: Double = 0) {
         self.loss = loss
@@ -55,6 +58,7 @@ public final class Simulation {
     public private(set) var framesDuplicated = 0
     public private(set) var framesCorrupted = 0
     public private(set) var framesQueueDropped = 0
+    public private(set) var framesMarked = 0
     /// A stack whose `offloads` has a virtio header sees the link as a TAP:
     /// its large segments are cut and its partial checksums finished on the
     /// way out, and segments arriving within `mergeWindow` of each other are
@@ -134,6 +138,10 @@ public final class Simulation {
             return
         }
         var frame = frame
+        if let threshold = faults.markCongestionAbove, departures[toRight]!.count > threshold,
+           Self.markCongestionExperienced(&frame) {
+            framesMarked += 1
+        }
         if chance(faults.corrupt) {
             let index = Int(rng.next() % UInt64(frame.count))
             frame[index] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
@@ -154,6 +162,34 @@ public final class Simulation {
             framesDuplicated += 1
             sequence += 1
             inFlight.insert(Arrival(time: arrival + faults.delay / 2, sequence: sequence, toRight: toRight, frame: frame))
+        }
+    }
+
+    /// Sets CE in an ECN-capable IP packet (its IPv4 header checksum
+    /// recomputed); false for a packet that is not ECN-capable.
+    static func markCongestionExperienced(_ frame: inout [UInt8]) -> Bool {
+        guard frame.count >= 54 else { return false }
+        switch UInt16(frame[12]) << 8 | UInt16(frame[13]) {
+        case 0x0800:
+            guard frame[15] & 0x3 == 1 || frame[15] & 0x3 == 2 else { return false }
+            frame[15] |= 0x3
+            let headerEnd = 14 + Int(frame[14] & 0x0f) * 4
+            frame[24] = 0
+            frame[25] = 0
+            var sum: UInt32 = 0
+            for index in stride(from: 14, to: headerEnd, by: 2) { sum += UInt32(frame[index]) << 8 | UInt32(frame[index + 1]) }
+            while sum > 0xffff { sum = (sum & 0xffff) + (sum >> 16) }
+            let checksum = ~UInt16(sum)
+            frame[24] = UInt8(checksum >> 8)
+            frame[25] = UInt8(checksum & 0xff)
+            return true
+        case 0x86dd:
+            let ecn = (frame[15] >> 4) & 0x3
+            guard ecn == 1 || ecn == 2 else { return false }
+            frame[15] |= 0x30
+            return true
+        default:
+            return false
         }
     }
 

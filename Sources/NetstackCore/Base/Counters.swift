@@ -164,6 +164,9 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpSegmentsReceived, tcpSegmentsSent, tcpRetransmissions, tcpResetsSent
     case tcpTimeouts, tcpFastRecoveries, tcpConnectionsOpened, tcpConnectionsAccepted
     case tcpSynCookiesSent, tcpSynCookiesAccepted
+    /// ECN agreed on a connection; segments that arrived marked CE; window
+    /// reductions for an ECE (RFC 3168).
+    case tcpECNNegotiated, tcpCongestionExperienced, tcpECNReductions
     /// A neighbour entry removed to make room for a new one.
     case neighborEvicted
 
@@ -199,6 +202,9 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpConnectionsAccepted: "tcp.passiveOpens"
         case .tcpSynCookiesSent: "tcp.synCookiesSent"
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
+        case .tcpECNNegotiated: "tcp.ecnNegotiated"
+        case .tcpCongestionExperienced: "tcp.ecnCongestionExperienced"
+        case .tcpECNReductions: "tcp.ecnReductions"
         case .neighborEvicted: "neighbor.evicted"
         }
     }

@@ -112,9 +112,10 @@ public protocol IPVersion: Sendable {
     /// Handles an ICMP message addressed to the stack.
     static func receiveICMP(_ datagram: IPDatagram<Self>, in stack: Stack)
 
-    /// Writes an unfragmented packet header at the start of `span`.
+    /// Writes an unfragmented packet header at the start of `span`, with
+    /// `ecn` in its ECN field (RFC 3168 §5).
     static func emitHeader(source: Address, destination: Address, protocol: IPProtocol, hopLimit: UInt8,
-                           payloadLength: Int, identification: UInt32, into span: inout MutableRawSpan)
+                           payloadLength: Int, identification: UInt32, ecn: UInt8, into span: inout MutableRawSpan)
     /// Writes the header(s) of one fragment: everything before the fragment's
     /// data, `headerLength + fragmentHeaderLength` bytes.
     static func emitFragmentHeader(source: Address, destination: Address, protocol: IPProtocol, hopLimit: UInt8,
@@ -223,13 +224,15 @@ public enum IPv4: IPVersion {
     }
 
     public static func emitHeader(source: IPv4Address, destination: IPv4Address, protocol: IPProtocol,
-                                  hopLimit: UInt8, payloadLength: Int, identification: UInt32,
+                                  hopLimit: UInt8, payloadLength: Int, identification: UInt32, ecn: UInt8,
                                   into span: inout MutableRawSpan) {
         // DF is set on unfragmented packets as Linux does (path MTU discovery,
         // RFC 1191); the stack only sends what fits its link.
-        IPv4Header(protocol: `protocol`, source: source, destination: destination, payloadLength: payloadLength,
-                   timeToLive: hopLimit, identification: UInt16(truncatingIfNeeded: identification),
-                   dontFragment: true).emit(into: &span)
+        var header = IPv4Header(protocol: `protocol`, source: source, destination: destination,
+                                payloadLength: payloadLength, timeToLive: hopLimit,
+                                identification: UInt16(truncatingIfNeeded: identification), dontFragment: true)
+        header.ecn = ecn
+        header.emit(into: &span)
     }
 
     public static func emitFragmentHeader(source: IPv4Address, destination: IPv4Address, protocol: IPProtocol,
@@ -335,10 +338,10 @@ public enum IPv6: IPVersion {
     }
 
     public static func emitHeader(source: IPv6Address, destination: IPv6Address, protocol: IPProtocol,
-                                  hopLimit: UInt8, payloadLength: Int, identification: UInt32,
+                                  hopLimit: UInt8, payloadLength: Int, identification: UInt32, ecn: UInt8,
                                   into span: inout MutableRawSpan) {
         IPv6Header(nextHeader: `protocol`, source: source, destination: destination, payloadLength: payloadLength,
-                   hopLimit: hopLimit).emit(into: &span)
+                   hopLimit: hopLimit, trafficClass: ecn).emit(into: &span)
     }
 
     public static func emitFragmentHeader(source: IPv6Address, destination: IPv6Address, protocol: IPProtocol,

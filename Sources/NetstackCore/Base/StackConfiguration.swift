@@ -120,6 +120,16 @@ public struct IPv6StartupSettings: Sendable {
     public var routerSolicitationInterval: Duration = .seconds(4)
 }
 
+/// Whether TCP negotiates ECN (RFC 3168 §6.1.1).
+public enum ECNMode: String, Sendable, CaseIterable {
+    /// Never: SYNs asking for it are answered without it.
+    case off
+    /// When the peer's SYN asks for it.
+    case passive
+    /// Also on connect: SYNs ask for it.
+    case active
+}
+
 /// TCP's knobs, with Linux's defaults where Linux has one.
 public struct TCPSettings: Sendable {
     /// Bytes a connection buffers for sending and receiving. The receive
@@ -176,6 +186,10 @@ public struct TCPSettings: Sendable {
     public var timestamps = true
     public var selectiveAcknowledgments = true
     public var windowScaling = true
+    /// Explicit congestion notification (RFC 3168): answered when a peer
+    /// asks (Linux's and FreeBSD's default, tcp_ecn=2), asked for on connect
+    /// too (`.active`), or neither.
+    public var ecn: ECNMode = .passive
 
     public init() {}
 }

@@ -37,6 +37,13 @@ public struct IPDatagram<I: IPVersion>: ~Escapable {
         self.protocolFieldOffset = protocolFieldOffset
     }
 
+    /// The ECN field (RFC 3168 §5): 0 not ECN-capable, 1 ECT(1), 2 ECT(0),
+    /// 3 congestion experienced.
+    public var ecn: UInt8 {
+        guard packet.byteCount >= 2 else { return 0 }
+        return packet.u8(0) >> 4 == 6 ? (packet.u8(1) >> 4) & 0x3 : packet.u8(1) & 0x3
+    }
+
     /// The upper-layer bytes.
     public var payload: RawSpan {
         @_lifetime(copy self) get { packet.extracting(payloadOffset...) }

@@ -12,7 +12,7 @@ extension Stack {
     func sendIP<I: IPVersion>(
         _ version: I.Type, source: I.Address, destination: I.Address, protocol: IPProtocol,
         hopLimit: UInt8? = nil, payloadLength: Int, via hop: NextHop<I>? = nil, offload: TransmitOffload = .none,
-        build: (inout MutableRawSpan) -> Void
+        ecn: UInt8 = 0, build: (inout MutableRawSpan) -> Void
     ) -> Bool {
         let layer = I.layer(of: self)
         guard let nextHop = hop ?? route(I.self, to: destination) else {
@@ -33,7 +33,7 @@ extension Stack {
                 EthernetHeader(destination: .zero, source: mac, etherType: I.etherType).emit(into: &span)
                 span.withRegion(ethernetLength..<(ethernetLength + I.headerLength)) {
                     I.emitHeader(source: source, destination: destination, protocol: `protocol`, hopLimit: hopLimit,
-                                 payloadLength: payloadLength, identification: identification, into: &$0)
+                                 payloadLength: payloadLength, identification: identification, ecn: ecn, into: &$0)
                 }
                 span.withRegion((ethernetLength + I.headerLength)..<(ethernetLength + ipLength)) { build(&$0) }
             }

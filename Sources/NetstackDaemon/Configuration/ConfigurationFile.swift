@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import NetstackCore
 import NetstackIO
 import NetstackWire
 import TOMLKit
@@ -201,6 +202,16 @@ public enum ConfigurationFile {
                 configuration.routerSolicitations = solicitations
             }
             try ipv6.finish()
+        }
+        if var tcp = try top.section("tcp") {
+            if let text = try tcp.string("ecn") {
+                guard let mode = ECNMode(rawValue: text) else {
+                    throw tcp.error("ecn", "\"\(text)\" is not one of "
+                                    + ECNMode.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                configuration.ecn = mode
+            }
+            try tcp.finish()
         }
         if var limits = try top.section("limits") {
             if let bytes = try limits.int("reassembly-memory") { configuration.reassemblyMemory = bytes }

@@ -45,6 +45,8 @@ public struct DaemonConfiguration: Sendable {
     /// TCP connections (every state but TIME-WAIT) at most, in all and per remote address.
     public var tcpConnections = 65_536
     public var tcpConnectionsPerPeer = 16_384
+    /// Whether TCP negotiates ECN (RFC 3168).
+    public var ecn = ECNMode.passive
     /// Half-open connections per listener before SYN cookies.
     public var synQueue = 256
     /// Bytes all socket buffers may hold together.
@@ -89,6 +91,7 @@ public struct DaemonConfiguration: Sendable {
         stack.tcp.maximumConnections = tcpConnections
         stack.tcp.maximumConnectionsPerPeer = tcpConnectionsPerPeer
         stack.tcp.synQueueLimit = synQueue
+        stack.tcp.ecn = ecn
         stack.socketBufferMemory = socketBufferMemory
         return stack
     }

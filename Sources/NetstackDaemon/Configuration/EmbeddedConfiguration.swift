@@ -74,6 +74,13 @@ dad-transmits = 1
 # Router solicitations sent once the link-local address is ready.
 router-solicitations = 3
 
+[tcp]
+# Explicit congestion notification (RFC 3168): "passive" answers a peer that
+# asks for it (Linux's and FreeBSD's default), "active" asks on connect
+# too, "off" never. Counted as tcp.ecnNegotiated, tcp.ecnCongestionExperienced
+# and tcp.ecnReductions.
+ecn = "passive"
+
 [limits]
 # Bytes that incomplete fragmented datagrams may hold together.
 reassembly-memory = 4194304

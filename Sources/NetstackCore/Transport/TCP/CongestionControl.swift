@@ -67,6 +67,13 @@ enum CongestionControl: CongestionController {
         }
     }
 
+    /// An ECN echo (RFC 3168 §6.1.2): the window is cut as for a loss (half,
+    /// or CUBIC's beta), without fast recovery, since nothing was lost.
+    mutating func congestionSignalled(flightSize: Int, mss: Int, now: Instant) {
+        enterRecovery(flightSize: flightSize, mss: mss, now: now)
+        exitRecovery(mss: mss)
+    }
+
     mutating func exitRecovery(mss: Int) {
         switch self {
         case .newReno(var c): c.exitRecovery(mss: mss); self = .newReno(c)

@@ -96,6 +96,7 @@ extension Stack {
         }
         let connection = makeConnection(I.self, id: id, state: .synSent, local: local, remote: remote,
                                         options: socket.options)
+        connection.ecnRequested = configuration.tcp.ecn == .active
         connection.allocateBuffers(send: socket.options.sendBuffer, receive: socket.options.receiveBuffer)
         layer.tcp.entries[id] = .connection(connection)
         layer.tcp.insert(connection)

@@ -23,7 +23,8 @@ extension Stack {
         counters.count(.tcpSegmentsReceived)
         let incoming = IncomingSegment(
             sequence: SequenceNumber(segment.sequenceNumber), acknowledgment: SequenceNumber(segment.acknowledgmentNumber),
-            flags: segment.flags, window: segment.window, options: options, payload: segment.payload)
+            flags: segment.flags, window: segment.window, options: options, payload: segment.payload,
+            congestionExperienced: datagram.ecn == 3)
         let tuple = FourTuple(local: Endpoint<I>(datagram.destination, segment.destinationPort),
                               remote: Endpoint<I>(datagram.source, segment.sourcePort))
         let layer = I.layer(of: self)
@@ -105,6 +106,13 @@ extension Stack {
                                         remote: tuple.remote, options: listener.options)
         connection.parent = listener.id
         acceptSYN(connection, segment)
+        // RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR; the SYN-ACK
+        // agrees with ECE alone. (A SYN cookie's SYN-ACK does not: the
+        // cookie has no room to remember it.)
+        if configuration.tcp.ecn != .off && segment.flags.contains([.ece, .cwr]) {
+            connection.ecnEnabled = true
+            counters.count(.tcpECNNegotiated)
+        }
         listener.halfOpen += 1
         layer.tcp.entries[connection.id] = .connection(connection)
         layer.tcp.insert(connection)
@@ -174,6 +182,11 @@ extension Stack {
         }
         guard segment.hasSYN else { return counters.drop(.tcpRejected) }
         acceptSYN(connection, segment)
+        // An ECN-setup SYN-ACK has ECE without CWR (RFC 3168 §6.1.1).
+        if acceptableACK && connection.ecnRequested && segment.flags.contains(.ece) && !segment.flags.contains(.cwr) {
+            connection.ecnEnabled = true
+            counters.count(.tcpECNNegotiated)
+        }
         if acceptableACK {
             connection.sendUnacknowledged = segment.acknowledgment
             if connection.retransmissions == 0 {
@@ -320,6 +333,16 @@ extension Stack {
             return challengeAcknowledgment(connection)
         }
         processAcknowledgment(connection, segment)
+        if connection.ecnEnabled {
+            // RFC 3168 §6.1.3: a CE mark is echoed on every ACK until the
+            // peer says it reduced (CWR); a CE with the CWR starts again.
+            if segment.flags.contains(.cwr) { connection.ecnEchoPending = false }
+            if segment.congestionExperienced {
+                connection.ecnEchoPending = true
+                connection.acknowledgeNow = true
+                counters.count(.tcpCongestionExperienced)
+            }
+        }
         switch connection.state {
         case .finWait1 where connection.finAcknowledged:
             connection.state = .finWait2
@@ -425,6 +448,9 @@ extension Stack {
             if connection.sendNext - ack < 0 { connection.sendNext = ack }
             connection.scoreboard.rebase(by: acked)
             if connection.highRetransmitted - ack < 0 { connection.highRetransmitted = ack }
+            // An ECN echo (RFC 3168 §6.1.2): the window is reduced once per
+            // window of data, and never grows on an ACK that carries one.
+            let ecnEcho = connection.ecnEnabled && segment.flags.contains(.ece) && !segment.hasSYN
             if connection.inRecovery {
                 if ack - connection.recoveryPoint >= 0 {
                     connection.inRecovery = false
@@ -432,6 +458,14 @@ extension Stack {
                 } else {
                     // A partial acknowledgment (RFC 6582 §3.2 step 5).
                     connection.retransmitImmediately = true
+                }
+            } else if ecnEcho {
+                if ack - connection.ecnReductionPoint > 0 {
+                    connection.congestion.congestionSignalled(flightSize: connection.flightSize + acked,
+                                                              mss: connection.sendMSS, now: now)
+                    connection.ecnReductionPoint = connection.sendMaximum
+                    connection.congestionWindowReducedPending = true
+                    counters.count(.tcpECNReductions)
                 }
             } else {
                 connection.congestion.acknowledged(acked, mss: connection.sendMSS, now: now,

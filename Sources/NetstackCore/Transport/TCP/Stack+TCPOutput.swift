@@ -185,7 +185,18 @@ extension Stack {
     /// Sends one planned segment and does the bookkeeping: sequence
     /// variables, timing, state on FIN, the retransmission timer.
     func transmit<I: IPVersion>(_ connection: TCPConnection<I>, _ plan: SegmentPlan) {
+        var plan = plan
         var flags: TCPFlags = .ack
+        // After an ECN reduction, the next new data says so (CWR, RFC 3168
+        // §6.1.2), in one segment: an offloaded frame's cut would copy the
+        // flag to every segment of it.
+        if connection.congestionWindowReducedPending && plan.length > 0 && connection.sendMaximum - plan.sequence <= 0 {
+            connection.congestionWindowReducedPending = false
+            flags.insert(.cwr)
+            if plan.length > connection.segmentPayloadLimit {
+                plan = SegmentPlan(sequence: plan.sequence, length: connection.segmentPayloadLimit, fin: false)
+            }
+        }
         if plan.fin { flags.insert(.fin) }
         let offset = plan.sequence - connection.sendBase
         if plan.length > 0 && plan.sequence + plan.length == connection.sendBufferEnd { flags.insert(.psh) }
@@ -366,8 +377,21 @@ extension Stack {
     /// window scale, in Linux's order) and the window to advertise.
     func sendSegment<I: IPVersion>(_ connection: TCPConnection<I>, flags: TCPFlags, sequence: SequenceNumber,
                                    payload: Range<Int>) {
+        var flags = flags
         let isSYN = flags.contains(.syn)
         let acknowledges = flags.contains(.ack)
+        // ECN (RFC 3168 §6.1.1, §6.1.3): the SYN asks (ECE and CWR), the
+        // SYN-ACK agrees (ECE), ACKs echo a CE mark (ECE). New data is
+        // ECN-capable (ECT(0)); SYNs, pure ACKs and retransmissions are not
+        // (§6.1.5).
+        if isSYN {
+            if !acknowledges && connection.ecnRequested { flags.formUnion([.ece, .cwr]) }
+            if acknowledges && connection.ecnEnabled { flags.insert(.ece) }
+        } else if connection.ecnEnabled && acknowledges && connection.ecnEchoPending && !flags.contains(.rst) {
+            flags.insert(.ece)
+        }
+        let ecn: UInt8 = connection.ecnEnabled && !isSYN && !payload.isEmpty
+            && connection.sendMaximum - sequence <= 0 ? 2 : 0
         var window: Int
         if isSYN {
             window = min(connection.receiveCapacity > 0 ? connection.receiveCapacity : connection.initialWindow, 65_535)
@@ -437,7 +461,7 @@ extension Stack {
             ? .tcpSegmentation(segmentSize: segmentSize, headerLength: headerLength)
             : partial ? .checksum(fieldOffset: TCPSegment.checksumFieldOffset) : .none
         let sent = sendIP(I.self, source: connection.local.address, destination: connection.remote.address,
-                          protocol: .tcp, payloadLength: length, offload: offload) { span in
+                          protocol: .tcp, payloadLength: length, offload: offload, ecn: ecn) { span in
             if !payload.isEmpty {
                 var written = headerLength
                 connection.sendBuffer.withBytes(payload) { piece in

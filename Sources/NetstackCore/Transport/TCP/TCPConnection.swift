@@ -53,10 +53,13 @@ struct IncomingSegment: ~Escapable {
     let window: UInt16
     let options: TCPSegmentOptions
     let payload: RawSpan
+    /// Its IP header was marked CE (congestion experienced, RFC 3168 §5).
+    let congestionExperienced: Bool
 
     @_lifetime(copy payload)
     init(sequence: SequenceNumber, acknowledgment: SequenceNumber, flags: TCPFlags, window: UInt16,
-         options: TCPSegmentOptions, payload: RawSpan) {
+         options: TCPSegmentOptions, payload: RawSpan, congestionExperienced: Bool = false) {
+        self.congestionExperienced = congestionExperienced
         self.sequence = sequence
         self.acknowledgment = acknowledgment
         self.flags = flags
@@ -212,6 +215,21 @@ final class TCPConnection<I: IPVersion> {
     var softError: SocketError?
     /// When the last challenge ACK was owed (they are rate-limited).
     var lastChallenge = Instant(nanoseconds: .min / 2)
+    // MARK: ECN (RFC 3168)
+
+    /// Our SYN asked for ECN.
+    var ecnRequested = false
+    /// Both ends agreed on ECN: data goes out ECN-capable (ECT(0)).
+    var ecnEnabled = false
+    /// A segment arrived marked CE: every ACK carries ECE until the peer's
+    /// CWR (§6.1.3).
+    var ecnEchoPending = false
+    /// The window was reduced for an ECE: the next new data carries CWR.
+    var congestionWindowReducedPending = false
+    /// ECEs are answered once per window of data (§6.1.2): until this is
+    /// acknowledged, more are ignored.
+    var ecnReductionPoint = SequenceNumber(0)
+
     /// For a SYN cookie's SYN-ACK: the options encoded in TSval's low bits.
     var cookieOptions: UInt32?
     /// The window a SYN or SYN-ACK offers before the buffers exist.
@@ -240,6 +258,7 @@ final class TCPConnection<I: IPVersion> {
         sendWindowUpdateSequence = initialSequence
         sendWindowUpdateAcknowledgment = initialSequence
         recoveryPoint = initialSequence
+        ecnReductionPoint = initialSequence
         highRetransmitted = initialSequence
         lastAcknowledgmentSent = initialSequence
         self.timestampOffset = timestampOffset
