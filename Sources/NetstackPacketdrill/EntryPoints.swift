@@ -17,6 +17,14 @@ private func call<R: BinaryInteger>(_ body: (Backend) throws(Errno) -> R) -> R {
     }
 }
 
+/// `call` for the calls that return 0 on success.
+private func succeed(_ body: (Backend) throws(Errno) -> Void) -> Int32 {
+    call { backend throws(Errno) in
+        try body(backend)
+        return 0
+    }
+}
+
 @_cdecl("nspd_init")
 func nspdInit(_ flags: UnsafePointer<CChar>?) {
     Backend.shared.start()
@@ -32,18 +40,12 @@ func nspdSocket(_ domain: Int32, _ type: Int32, _ number: Int32) -> Int32 {
 
 @_cdecl("nspd_bind")
 func nspdBind(_ fd: Int32, _ address: UnsafeRawPointer?, _ length: socklen_t) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.bind(fd, address, length)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.bind(fd, address, length) }
 }
 
 @_cdecl("nspd_listen")
 func nspdListen(_ fd: Int32, _ backlog: Int32) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.listen(fd, backlog: backlog)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.listen(fd, backlog: backlog) }
 }
 
 @_cdecl("nspd_accept")
@@ -53,10 +55,7 @@ func nspdAccept(_ fd: Int32, _ address: UnsafeMutableRawPointer?, _ length: Unsa
 
 @_cdecl("nspd_connect")
 func nspdConnect(_ fd: Int32, _ address: UnsafeRawPointer?, _ length: socklen_t) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.connect(fd, address, length)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.connect(fd, address, length) }
 }
 
 @_cdecl("nspd_recvmsg")
@@ -87,35 +86,23 @@ func nspdIOControl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPoi
 
 @_cdecl("nspd_close")
 func nspdClose(_ fd: Int32) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.close(fd)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.close(fd) }
 }
 
 @_cdecl("nspd_shutdown")
 func nspdShutdown(_ fd: Int32, _ how: Int32) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.shutdown(fd, how: how)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.shutdown(fd, how: how) }
 }
 
 @_cdecl("nspd_getsockopt")
 func nspdGetOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: UnsafeMutableRawPointer?,
                    _ length: UnsafeMutablePointer<socklen_t>?) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.getOption(fd, level: level, name: name, value, length)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.getOption(fd, level: level, name: name, value, length) }
 }
 
 @_cdecl("nspd_setsockopt")
 func nspdSetOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: UnsafeRawPointer?, _ length: socklen_t) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.setOption(fd, level: level, name: name, value, length)
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.setOption(fd, level: level, name: name, value, length) }
 }
 
 @_cdecl("nspd_poll")
@@ -127,10 +114,7 @@ func nspdPoll(_ fds: UnsafeMutablePointer<pollfd>?, _ count: nfds_t, _ timeout: 
 
 @_cdecl("nspd_netdev_send")
 func nspdNetdevSend(_ buffer: UnsafeRawPointer?, _ count: Int) -> Int32 {
-    call { backend throws(Errno) in
-        try backend.receive(UnsafeRawBufferPointer(start: buffer, count: count))
-        return 0
-    }
+    succeed { backend throws(Errno) in try backend.receive(UnsafeRawBufferPointer(start: buffer, count: count)) }
 }
 
 @_cdecl("nspd_netdev_receive")

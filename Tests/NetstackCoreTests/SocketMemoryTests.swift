@@ -162,15 +162,17 @@ import Testing
         // The connection's window was offered while memory was free: the
         // left side sends into it.
         var sent = 0
-        _ = simulation.run(for: .seconds(3), step: { sim in
+        /// Sends what the left side's ring takes of the rest.
+        func sendWhatFits(_ stack: Stack) {
             while sent < total {
                 let accepted = (try? data.withSpan { bytes throws(SocketError) in
-                    try sim.left.tcpSend(IPv4.self, client, bytes.extracting(sent..<total))
+                    try stack.tcpSend(IPv4.self, client, bytes.extracting(sent..<total))
                 }) ?? 0
                 if accepted == 0 { break }
                 sent += accepted
             }
-        }, until: { _ in false })
+        }
+        _ = simulation.run(for: .seconds(3), step: { sendWhatFits($0.left) }, until: { _ in false })
         #expect(right.counters[.tcpBufferMemory] > 0, "data past the memory was dropped")
         #expect(right.socketBufferMemory <= Self.cap + 20 * Self.guaranteed)
         // The memory comes back; the reader reads; retransmissions fill in.
@@ -178,13 +180,7 @@ import Testing
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let finished = simulation.run(for: .seconds(60), step: { sim in
-            while sent < total {
-                let accepted = (try? data.withSpan { bytes throws(SocketError) in
-                    try sim.left.tcpSend(IPv4.self, client, bytes.extracting(sent..<total))
-                }) ?? 0
-                if accepted == 0 { break }
-                sent += accepted
-            }
+            sendWhatFits(sim.left)
             while let count = buffer.withUnsafeMutableBytes({ bytes in
                 try? sim.right.tcpReceive(IPv4.self, server!, into: bytes)
             }) ?? nil, count > 0 {

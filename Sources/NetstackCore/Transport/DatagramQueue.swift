@@ -24,9 +24,7 @@ struct DatagramQueue<Metadata> {
 
     private(set) var capacity: Int
     private var storage: [UInt8] = []
-    private let memory: SocketMemory?
-    /// The storage's share of `memory`, made on the first growth.
-    private var charge: MemoryCharge?
+    private var account: MemoryAccount
     private var entries: Deque<(metadata: Metadata, offset: Int, length: Int)> = []
     /// Where the next payload goes.
     private var tail = 0
@@ -37,7 +35,7 @@ struct DatagramQueue<Metadata> {
 
     init(capacity: Int, memory: SocketMemory? = nil) {
         self.capacity = capacity
-        self.memory = memory
+        account = MemoryAccount(memory)
     }
 
     var isEmpty: Bool { entries.isEmpty }
@@ -72,9 +70,9 @@ struct DatagramQueue<Metadata> {
         if entries.isEmpty {
             tail = 0
             // Under memory pressure an empty queue gives its storage back.
-            if memory?.underPressure == true {
+            if account.underPressure {
                 storage = []
-                charge?.set(0)
+                account.released()
             }
         }
         return result
@@ -96,12 +94,8 @@ struct DatagramQueue<Metadata> {
         var size = max(storage.count, 2048)
         while size < needed { size *= 2 }
         size = max(min(size, capacity), needed, storage.count)
-        if let memory, size > storage.count {
-            size = memory.grant(current: storage.count, wanted: size)
-            guard size >= needed else { return nil }
-            if charge == nil { charge = MemoryCharge(memory) }
-            charge?.set(size)
-        }
+        size = account.grow(from: storage.count, to: size)
+        guard size >= needed else { return nil }
         compact(into: size)
         return freeOffset(for: length)
     }

@@ -60,6 +60,44 @@ final class SocketMemory {
     private var refused = false
 }
 
+/// A buffer's account with a `SocketMemory` (or with none: then every
+/// growth is granted and nothing is counted). `ByteRing` and `DatagramQueue`
+/// each hold one and ask it before their storage grows.
+struct MemoryAccount {
+    let memory: SocketMemory?
+    /// The storage's share, made on the first growth (an idle buffer costs
+    /// no allocation).
+    private var charge: MemoryCharge?
+
+    init(_ memory: SocketMemory?) {
+        self.memory = memory
+    }
+
+    /// The size storage of `current` bytes could grow to now, up to `wanted`.
+    func ceiling(current: Int, wanted: Int) -> Int {
+        memory?.ceiling(current: current, wanted: wanted) ?? wanted
+    }
+
+    /// Storage of `current` bytes asks to grow to `wanted`: the size granted,
+    /// now charged (never less than `current`).
+    mutating func grow(from current: Int, to wanted: Int) -> Int {
+        guard let memory, wanted > current else { return wanted }
+        let size = memory.grant(current: current, wanted: wanted)
+        guard size > current else { return current }
+        if charge == nil { charge = MemoryCharge(memory) }
+        charge?.set(size)
+        return size
+    }
+
+    /// The storage was let go.
+    func released() {
+        charge?.set(0)
+    }
+
+    /// Whether an emptied buffer should let go of its storage whatever its size.
+    var underPressure: Bool { memory?.underPressure ?? false }
+}
+
 /// One buffer's share of a `SocketMemory`: set as the buffer's storage
 /// changes, returned when the buffer (its last copy) goes, whichever way it
 /// goes, so no path that closes a socket has to remember it.

@@ -14,9 +14,7 @@
 /// refused (or cut short): writes then take what the storage holds.
 struct ByteRing {
     private var storage: [UInt8] = []
-    private let memory: SocketMemory?
-    /// The storage's share of `memory`, made on the first growth.
-    private var charge: MemoryCharge?
+    private var account: MemoryAccount
     /// Where offset 0 is in `storage`.
     private var head = 0
     /// Bytes from offset 0 that are present (contiguous).
@@ -32,14 +30,14 @@ struct ByteRing {
 
     init(capacity: Int, memory: SocketMemory? = nil) {
         self.capacity = capacity
-        self.memory = memory
+        account = MemoryAccount(memory)
     }
 
     /// The most bytes (from offset 0) the ring can hold now: its capacity,
     /// or less when the socket memory would refuse the growth.
     var attainable: Int {
-        guard let memory, storage.count < capacity else { return capacity }
-        return memory.ceiling(current: storage.count, wanted: capacity)
+        guard storage.count < capacity else { return capacity }
+        return account.ceiling(current: storage.count, wanted: capacity)
     }
 
     /// Room after the contiguous bytes, as far as the ring can grow now.
@@ -54,13 +52,8 @@ struct ByteRing {
         guard end > storage.count else { return }
         var size = max(storage.count * 2, Self.minimumStorage)
         while size < end { size *= 2 }
-        size = min(size, capacity)
-        if let memory {
-            size = memory.grant(current: storage.count, wanted: size)
-            guard size > storage.count else { return }
-            if charge == nil { charge = MemoryCharge(memory) }
-            charge?.set(size)
-        }
+        size = account.grow(from: storage.count, to: min(size, capacity))
+        guard size > storage.count else { return }
         let old = storage
         let oldHead = head
         storage = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
@@ -175,10 +168,10 @@ struct ByteRing {
     /// any); it must not call this while they do.
     mutating func releaseIfEmpty() {
         guard count == 0, !storage.isEmpty,
-              storage.count <= Self.releasedWhenEmpty || memory?.underPressure == true else { return }
+              storage.count <= Self.releasedWhenEmpty || account.underPressure else { return }
         storage = []
         head = 0
-        charge?.set(0)
+        account.released()
     }
 
     /// Calls `body` with the bytes at `range` (offsets from the start), in at
@@ -210,7 +203,7 @@ struct ByteRing {
     /// ring holding out-of-order data).
     mutating func resize(_ capacity: Int) {
         let keep = min(count, capacity)
-        var fresh = ByteRing(capacity: capacity, memory: memory)
+        var fresh = ByteRing(capacity: capacity, memory: account.memory)
         if keep > 0 {
             withBytes(0..<keep) { _ = fresh.append($0) }
         }
