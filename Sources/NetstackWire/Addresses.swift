@@ -224,6 +224,8 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
     public var isLoopback: Bool { high == 0 && low == 1 }
     /// ff00::/8.
     public var isMulticast: Bool { high >> 56 == 0xff }
+    /// ::ffff:0:0/96, an IPv4 address in IPv6 form (RFC 4291 §2.5.5.2).
+    public var isIPv4Mapped: Bool { high == 0 && low >> 32 == 0xffff }
     /// fe80::/10.
     public var isLinkLocal: Bool { high >> 54 == 0xfe80 >> 6 }
     /// The multicast scope field (RFC 4291 §2.7), for multicast addresses.

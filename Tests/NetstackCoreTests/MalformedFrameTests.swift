@@ -76,6 +76,22 @@ import Testing
         driver.receive(host.ipv4Packet(.icmp, icmp, source: host.stackIPv4))
         driver.receive(host.echoRequest6(source: IPv6Address("ff02::1")!))
         #expect(driver.stack.counters[.martianSource] == 4)
+        // Loopback, this network, and the unspecified source unless it asks
+        // for the limited broadcast (a DHCP client).
+        driver.receive(host.ipv4Packet(.icmp, icmp, source: IPv4Address(127, 0, 0, 1)))
+        driver.receive(host.ipv4Packet(.icmp, icmp, source: IPv4Address(0, 1, 2, 3)))
+        driver.receive(host.ipv4Packet(.icmp, icmp, source: .any))
+        #expect(driver.stack.counters[.martianSource] == 7)
+        driver.receive(host.ipv4Packet(.udp, [0, 68, 0, 67, 0, 8, 0, 0], source: .any, destination: .broadcast,
+                                       linkDestination: .broadcast))
+        #expect(driver.stack.counters[.martianSource] == 7)
+        // IPv6 loopback and IPv4-mapped sources; the unspecified source only
+        // for ICMPv6 (address autoconfiguration and MLD), never a transport.
+        driver.receive(host.echoRequest6(source: .loopback))
+        driver.receive(host.echoRequest6(source: IPv6Address("::ffff:192.168.69.100")!))
+        driver.receive(host.ipv6Packet(.udp, [0, 7, 0, 7, 0, 8, 0, 0], source: .unspecified))
+        driver.receive(host.ipv6Packet(.tcp, [UInt8](repeating: 0, count: 20), source: .unspecified))
+        #expect(driver.stack.counters[.martianSource] == 11)
         #expect(driver.takeSent().isEmpty)
     }
 

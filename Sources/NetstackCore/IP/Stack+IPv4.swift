@@ -11,6 +11,19 @@ extension IPLayer where I == IPv4 {
     }
 }
 
+extension IPv4 {
+    /// Whether no host can have `source` (RFC 1122 §3.2.1.3): a group or a
+    /// broadcast address, loopback (127/8 never leaves a host), this network
+    /// (0/8), except 0.0.0.0 to the limited broadcast, which a host that is
+    /// still configuring itself sends (DHCP; Linux takes it too), or one of
+    /// our own addresses, which arrives only over a loop or from a spoofer.
+    static func isMartianSource(_ source: IPv4Address, to destination: IPv4Address, in layer: IPLayer<IPv4>) -> Bool {
+        if source.isUnspecified { return !destination.isBroadcast }
+        return source.isMulticast || source.isLoopback || source.rawValue >> 24 == 0
+            || isBroadcast(source, in: layer) || layer.isOurs(source)
+    }
+}
+
 extension Stack {
     /// IPv4 input (RFC 791, RFC 1122 §3.2.1): validate, check it is for us,
     /// reassemble, and hand the datagram to its protocol. Options are skipped:
@@ -26,11 +39,7 @@ extension Stack {
         counters.count(.ipv4PacketsReceived)
         let source = packet.source
         let destination = packet.destination
-        // RFC 1122 §3.2.1.3: a source must name one host; our own addresses
-        // arrive over the wire only from a loop or a spoofer.
-        guard !source.isMulticast, !IPv4.isBroadcast(source, in: ipv4), !ipv4.isOurs(source) else {
-            return counters.drop(.martianSource)
-        }
+        guard !IPv4.isMartianSource(source, to: destination, in: ipv4) else { return counters.drop(.martianSource) }
         guard let kind = ipv4.classify(destination) else { return counters.drop(.notOurAddress) }
         // RFC 1122 §3.3.6: a unicast datagram in a link-layer broadcast is not for us.
         guard !(linkGroup && kind == .unicast) else { return counters.drop(.notOurAddress) }

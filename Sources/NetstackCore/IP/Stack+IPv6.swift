@@ -28,7 +28,7 @@ extension Stack {
         counters.count(.ipv6PacketsReceived)
         let source = packet.source
         let destination = packet.destination
-        guard !source.isMulticast, !ipv6.isOurs(source) else { return counters.drop(.martianSource) }
+        guard !IPv6.isMartianSource(source, in: ipv6) else { return counters.drop(.martianSource) }
         guard let kind = ipv6.classify(destination) else {
             // RFC 4862 §5.4: packets to a tentative address are silently discarded.
             return counters.drop(ipv6.state(of: destination) == .tentative ? .tentativeDestination : .notOurAddress)
@@ -91,6 +91,10 @@ extension Stack {
             offset += header.length
         }
         if next == .noNextHeader { return }
+        // The unspecified source belongs to a node still configuring itself:
+        // duplicate address detection and MLD (RFC 4862 §5.4.2, RFC 3810
+        // §5.2.13), never to a transport (RFC 4291 §2.5.2).
+        guard next == .icmpv6 || !context.source.isUnspecified else { return counters.drop(.martianSource) }
         let datagram = IPDatagram<IPv6>(
             source: context.source, destination: context.destination, destinationKind: context.kind,
             hopLimit: context.hopLimit, protocol: next, packet: bytes, payloadOffset: offset,
@@ -222,6 +226,16 @@ extension Stack {
             // ignore redirects; MLD queries need no answer on a point-to-point TAP.
             counters.drop(.icmpIgnored)
         }
+    }
+}
+
+extension IPv6 {
+    /// Whether no host can have `source`: loopback (RFC 4291 §2.5.3),
+    /// multicast (§2.7), IPv4-mapped (§2.5.5.2: for sockets, never the wire;
+    /// Linux drops them as well) or one of our own addresses, which comes
+    /// back only over a loop or from a spoofer.
+    static func isMartianSource(_ source: IPv6Address, in layer: IPLayer<IPv6>) -> Bool {
+        source.isLoopback || source.isMulticast || source.isIPv4Mapped || layer.isOurs(source)
     }
 }
 
