@@ -75,6 +75,8 @@ public enum ICMPv6ParameterProblemCode {
     public static let erroneousHeaderField: UInt8 = 0
     public static let unrecognizedNextHeader: UInt8 = 1
     public static let unrecognizedOption: UInt8 = 2
+    /// A first fragment without the whole header chain (RFC 7112 §5).
+    public static let incompleteHeaderChain: UInt8 = 3
 }
 
 /// Time-exceeded codes (RFC 4443 §3.3).

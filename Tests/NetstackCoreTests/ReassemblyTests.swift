@@ -156,4 +156,33 @@ import Testing
         }
         #expect(problems == [4, 42])
     }
+
+    /// RFC 7112 §5: a first fragment must hold the whole header chain, else
+    /// it is dropped and answered by parameter problem code 3, pointer 0.
+    @Test func ipv6FirstFragmentWithoutTheHeaderChainIsReported() {
+        let driver = StackDriver()
+        driver.receive(host.neighborSolicitation(for: host.stackIPv6))
+        _ = driver.takeSent()
+        func firstFragment(nextHeader: IPProtocol, _ data: [UInt8], identification: UInt32) -> [UInt8] {
+            var header = [UInt8](repeating: 0, count: 8)
+            header.withMutableBytes {
+                IPv6Fragment(offset: 0, moreFragments: true, identification: identification)
+                    .emit(nextHeader: nextHeader, into: &$0)
+            }
+            return host.ipv6Packet(.fragment, data, extensionHeaders: header)
+        }
+        // 16 bytes of a TCP header (20 needed).
+        driver.receive(firstFragment(nextHeader: .tcp, Array(repeating: 0, count: 16), identification: 1))
+        // A destination options header claiming 16 bytes, with 8 present.
+        driver.receive(firstFragment(nextHeader: .destinationOptions, [IPProtocol.udp.rawValue, 1, 1, 4, 0, 0, 0, 0],
+                                     identification: 2))
+        // A whole UDP header in 8 bytes: kept for reassembly, not reported.
+        driver.receive(firstFragment(nextHeader: .udp, Array(repeating: 0, count: 8), identification: 3))
+        let problems = driver.takeSent().compactMap { d -> UInt32? in
+            if case .icmpv6(.parameterProblem(3, let pointer)) = d.transport { return pointer }
+            return nil
+        }
+        #expect(problems == [0, 0])
+        #expect(driver.stack.counters[.fragmentIncompleteChain] == 2)
+    }
 }

@@ -45,6 +45,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case fragmentTooLarge
     /// A non-final fragment whose length is not a multiple of 8.
     case fragmentBadLength
+    /// An IPv6 first fragment without the whole header chain (RFC 7112).
+    case fragmentIncompleteChain
     case reassemblyTimeout
     /// Evicted to keep reassembly memory or entries within their caps.
     case reassemblyEvicted
@@ -124,6 +126,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .fragmentOverlap: "fragment.overlap"
         case .fragmentTooLarge: "fragment.tooLarge"
         case .fragmentBadLength: "fragment.badLength"
+        case .fragmentIncompleteChain: "fragment.incompleteChain"
         case .reassemblyTimeout: "fragment.reassemblyTimeout"
         case .reassemblyEvicted: "fragment.evicted"
         case .icmpErrorRateLimited: "icmp.errorRateLimited"

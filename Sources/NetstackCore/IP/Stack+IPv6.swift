@@ -108,6 +108,13 @@ extension Stack {
                                 at offset: Int, context: IPv6Context) {
         let dataStart = offset + IPv6Fragment.headerLength
         let dataLength = bytes.byteCount - dataStart
+        if fragment.offset == 0 && !Self.holdsHeaderChain(bytes.extracting(dataStart...), first: header.nextHeader) {
+            // RFC 7112 §5, RFC 8200 §4.5: a first fragment must carry every
+            // header through the upper-layer one; the pointer is zero.
+            reportParameterProblem(ICMPv6ParameterProblemCode.incompleteHeaderChain, pointer: 0, packet: bytes,
+                                   context: context)
+            return counters.drop(.fragmentIncompleteChain)
+        }
         if fragment.moreFragments && dataLength % 8 != 0 {
             // Pointing to the payload length field.
             reportParameterProblem(ICMPv6ParameterProblemCode.erroneousHeaderField, pointer: 4, packet: bytes,
@@ -144,6 +151,26 @@ extension Stack {
                                 reassembled: true)
             }
         }
+    }
+
+    /// Whether `data` (what follows a first fragment's header) holds the rest
+    /// of the header chain from `first`: every extension header whole, then
+    /// the fixed part of the upper-layer header (the sizes Linux asks: TCP 20,
+    /// UDP and ICMPv6 8; nothing for a protocol the stack does not know).
+    private static func holdsHeaderChain(_ data: RawSpan, first: IPProtocol) -> Bool {
+        var next = first
+        var offset = 0
+        while next.isIPv6ExtensionHeader {
+            guard let header = try? IPv6ExtensionHeader(next, data.extracting(offset...)) else { return false }
+            next = header.nextHeader
+            offset += header.length
+        }
+        let upperLayerLength = switch next {
+        case .tcp: TCPSegment.minimumHeaderLength
+        case .udp, .icmpv6: 8
+        default: 0
+        }
+        return data.byteCount - offset >= upperLayerLength
     }
 
     /// Applies RFC 8200 §4.2 to the options of a hop-by-hop or destination
