@@ -213,6 +213,8 @@ public final class Stack {
         pollTCP(IPv6.self)
         expireFragments(IPv4.self)
         expireFragments(IPv6.self)
+        ipv4.pathMTUs.expire(now: now)
+        ipv6.pathMTUs.expire(now: now)
         pollAnnouncements()
         pollDuplicateAddressDetection()
         pollRouterSolicitations()
@@ -228,6 +230,8 @@ public final class Stack {
         deadline = earliest(deadline, nextTCPDeadline(IPv6.self))
         deadline = earliest(deadline, ipv4.reassembler.nextDeadline())
         deadline = earliest(deadline, ipv6.reassembler.nextDeadline())
+        deadline = earliest(deadline, ipv4.pathMTUs.nextDeadline)
+        deadline = earliest(deadline, ipv6.pathMTUs.nextDeadline)
         for address in ipv6.addresses { deadline = earliest(deadline, address.deadline) }
         return deadline
     }

@@ -74,10 +74,12 @@ public struct HostFrames: Sendable {
 
     /// A TCP segment from the host to the stack over IPv4.
     public func tcp(_ sourcePort: UInt16, _ destinationPort: UInt16, sequence: UInt32, acknowledgment: UInt32,
-                    flags: TCPFlags, window: UInt16 = 65_535, payload: [UInt8] = []) -> [UInt8] {
-        let header = TCPHeader(sourcePort: sourcePort, destinationPort: destinationPort, sequenceNumber: sequence,
+                    flags: TCPFlags, window: UInt16 = 65_535, options: [TCPOption] = [],
+                    payload: [UInt8] = []) -> [UInt8] {
+        var header = TCPHeader(sourcePort: sourcePort, destinationPort: destinationPort, sequenceNumber: sequence,
                                acknowledgmentNumber: acknowledgment, flags: flags, window: window,
                                payloadLength: payload.count)
+        for option in options { header.options.append(option) }
         var segment = [UInt8](repeating: 0, count: header.headerLength) + payload
         segment.withMutableBytes { header.emit(into: &$0, source: ipv4, destination: stackIPv4) }
         return ipv4Packet(.tcp, segment)

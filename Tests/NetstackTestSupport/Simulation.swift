@@ -23,6 +23,11 @@ public struct LinkFaults: Sendable, CustomStringConvertible {
     /// An AQM that marks rather than drops: an ECN-capable frame that finds
     /// more than this many waiting is marked CE (RFC 3168 §5); nil: none.
     public var markCongestionAbove: Int?
+    /// A router on the way to the right stack whose next link takes IP
+    /// packets of at most this size: a larger one (with DF, for IPv4) is
+    /// dropped and answered to the left with ICMP "fragmentation needed" or
+    /// "packet too big" naming this MTU (RFC 1191 §4, RFC 4443 §3.2); nil: none.
+    public var routerMTU: Int?
 
     public init(loss: Double = 0, reorder: Double = 0, duplicate: Double = 0, corrupt: Double = 0) {
         self.loss = loss
@@ -59,6 +64,8 @@ public final class Simulation {
     public private(set) var framesCorrupted = 0
     public private(set) var framesQueueDropped = 0
     public private(set) var framesMarked = 0
+    /// Frames the router of `LinkFaults.routerMTU` refused.
+    public private(set) var framesTooBig = 0
     /// A stack whose `offloads` has a virtio header sees the link as a TAP:
     /// its large segments are cut and its partial checksums finished on the
     /// way out, and segments arriving within `mergeWindow` of each other are
@@ -137,6 +144,12 @@ public final class Simulation {
             framesQueueDropped += 1
             return
         }
+        if toRight, let mtu = faults.routerMTU, let answer = Self.refusal(frame, mtu: mtu) {
+            framesTooBig += 1
+            sequence += 1
+            inFlight.insert(Arrival(time: now + faults.delay, sequence: sequence, toRight: false, frame: answer))
+            return
+        }
         var frame = frame
         if let threshold = faults.markCongestionAbove, departures[toRight]!.count > threshold,
            Self.markCongestionExperienced(&frame) {
@@ -162,6 +175,41 @@ public final class Simulation {
             framesDuplicated += 1
             sequence += 1
             inFlight.insert(Arrival(time: arrival + faults.delay / 2, sequence: sequence, toRight: toRight, frame: frame))
+        }
+    }
+
+    /// The ICMP error the router sends back for `frame`, if the frame is too
+    /// big for its `mtu`: from the packet's destination, quoting as much as
+    /// ICMP allows.
+    static func refusal(_ frame: [UInt8], mtu: Int) -> [UInt8]? {
+        guard frame.count > 14 + mtu else { return nil }
+        let packet = Array(frame[14...])
+        var host = HostFrames()
+        switch UInt16(frame[12]) << 8 | UInt16(frame[13]) {
+        case 0x0800:
+            guard packet[6] & 0x40 != 0 else { return nil } // no DF: the router would fragment
+            let source = IPv4Address(packet[12], packet[13], packet[14], packet[15])
+            let destination = IPv4Address(packet[16], packet[17], packet[18], packet[19])
+            host.ipv4 = destination
+            host.stackIPv4 = source
+            host.stackMAC = MACAddress(frame[6], frame[7], frame[8], frame[9], frame[10], frame[11])
+            let quote = Array(packet.prefix(576 - 28))
+            return host.ipv4Packet(.icmp, HostFrames.icmpv4(.destinationUnreachable(code: 4, nextHopMTU: UInt16(mtu)),
+                                                           body: quote),
+                                   source: destination, destination: source)
+        case 0x86dd:
+            var source = IPv6Address.unspecified
+            var destination = IPv6Address.unspecified
+            packet.withSpan { span in
+                source = IPv6Address(span, at: 8)
+                destination = IPv6Address(span, at: 24)
+            }
+            host.ipv6 = destination
+            host.stackIPv6 = source
+            host.stackMAC = MACAddress(frame[6], frame[7], frame[8], frame[9], frame[10], frame[11])
+            return host.icmpv6Packet(.packetTooBig(mtu: UInt32(mtu)), body: Array(packet.prefix(1280 - 48)))
+        default:
+            return nil
         }
     }
 

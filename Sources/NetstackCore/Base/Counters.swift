@@ -172,6 +172,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpECNNegotiated, tcpCongestionExperienced, tcpECNReductions
     /// A neighbour entry removed to make room for a new one.
     case neighborEvicted
+    /// A destination's path MTU lowered by a validated ICMP message.
+    case pathMTULowered
 
     public var description: String {
         switch self {
@@ -205,6 +207,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpConnectionsAccepted: "tcp.passiveOpens"
         case .tcpSynCookiesSent: "tcp.synCookiesSent"
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
+        case .pathMTULowered: "ip.pathMTULowered"
         case .tcpECNNegotiated: "tcp.ecnNegotiated"
         case .tcpCongestionExperienced: "tcp.ecnCongestionExperienced"
         case .tcpECNReductions: "tcp.ecnReductions"

@@ -70,6 +70,11 @@ public protocol IPVersion: Sendable {
     static var icmpProtocol: IPProtocol { get }
     /// The smallest MTU a link must offer (RFC 791: 68, RFC 8200: 1280).
     static var minimumMTU: Int { get }
+    /// The smallest path MTU an ICMP message may make us use: IPv6's minimum
+    /// link MTU (RFC 8201 §4); for IPv4 Linux's min_pmtu, 552, rather than
+    /// RFC 1191's 68, so that a forged message cannot shrink segments to a
+    /// few bytes (RFC 5927 §7.2).
+    static var minimumPathMTU: Int { get }
     /// The length of the header this stack emits (no options, no extension
     /// headers).
     static var headerLength: Int { get }
@@ -171,6 +176,7 @@ public enum IPv4: IPVersion {
     public static var etherType: EtherType { .ipv4 }
     public static var icmpProtocol: IPProtocol { .icmp }
     public static var minimumMTU: Int { 68 }
+    public static var minimumPathMTU: Int { 552 }
     public static var headerLength: Int { IPv4Packet.minimumHeaderLength }
     public static var fragmentHeaderLength: Int { 0 }
     public static var reassemblyTimeout: Duration { .seconds(30) }
@@ -285,6 +291,7 @@ public enum IPv6: IPVersion {
     public static var etherType: EtherType { .ipv6 }
     public static var icmpProtocol: IPProtocol { .icmpv6 }
     public static var minimumMTU: Int { 1280 }
+    public static var minimumPathMTU: Int { 1280 }
     public static var headerLength: Int { IPv6Packet.headerLength }
     public static var fragmentHeaderLength: Int { IPv6Fragment.headerLength }
     public static var reassemblyTimeout: Duration { .seconds(60) }

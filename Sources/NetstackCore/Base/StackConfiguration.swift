@@ -32,6 +32,9 @@ public struct StackConfiguration: Sendable {
     /// `SocketMemory`). Linux's tcp_mem is a fraction of RAM; 256 MiB holds
     /// a 1.25 MiB window for 200 bulk connections at once.
     public var socketBufferMemory = 256 << 20
+    /// Destinations whose path MTU (learned from ICMP, RFC 1191 / RFC 8201)
+    /// is remembered at once; past it the entry closest to expiry goes.
+    public var pathMTUEntries = 1024
     public var tcp = TCPSettings()
     /// Gratuitous ARP announcements of each IPv4 address on start (RFC 5227
     /// §2.3: two, two seconds apart).

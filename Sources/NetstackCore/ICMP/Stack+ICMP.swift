@@ -80,13 +80,32 @@ extension Stack {
         let remote = Endpoint<I>(packet.destination, destinationPort)
         switch packet.protocol {
         case .udp:
-            deliverUDPError(I.self, error.socketError, local: local, remote: remote)
+            let delivered = deliverUDPError(I.self, error.socketError, local: local, remote: remote)
+            // A connected socket sent what the message quotes (RFC 5927's
+            // check, as far as UDP allows): later datagrams to the peer are
+            // fragmented at the path MTU (RFC 8200 §5 for IPv6).
+            if delivered, case .packetTooBig(let reported) = error {
+                lowerPathMTU(I.self, to: remote.address, reported: reported)
+            }
         case .tcp where quoted.byteCount >= packet.transportOffset + 8:
             let sequence = (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(quoted.u8(packet.transportOffset + 4 + $1)) }
             deliverTCPError(I.self, error, local: local, remote: remote, sequence: SequenceNumber(sequence))
         default:
             break
         }
+    }
+
+    /// Lowers the path MTU to `destination` after a validated "packet too
+    /// big" (RFC 1191 §6.2, RFC 8201 §5): never below the version's floor and
+    /// never up. Returns the path MTU now in force.
+    @discardableResult
+    func lowerPathMTU<I: IPVersion>(_ version: I.Type, to destination: I.Address, reported: Int) -> Int {
+        let layer = I.layer(of: self)
+        let mtu = max(reported, I.minimumPathMTU)
+        if mtu < layer.linkMTU, layer.pathMTUs.lower(destination, to: mtu, now: now) {
+            counters.count(.pathMTULowered)
+        }
+        return layer.pathMTU(to: destination)
     }
 
     /// Drops datagrams that waited too long for their fragments, and reports

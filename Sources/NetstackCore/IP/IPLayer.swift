@@ -60,6 +60,8 @@ public final class IPLayer<I: IPVersion> {
     /// The largest packet this version sends in one frame (IPv6 router
     /// advertisements may lower it, RFC 4861 §6.3.4).
     var linkMTU: Int
+    /// Path MTUs below the link MTU, learned from ICMP.
+    var pathMTUs: PathMTUTable<I.Address>
     /// Whether echo requests to a broadcast or group address get answers.
     var answersGroupEcho = true
 
@@ -78,6 +80,13 @@ public final class IPLayer<I: IPVersion> {
         nextIdentification = UInt32.random(in: 0...UInt32.max, using: &random)
         hopLimit = configuration.defaultHopLimit
         linkMTU = configuration.mtu
+        pathMTUs = PathMTUTable(capacity: configuration.pathMTUEntries)
+    }
+
+    /// The largest packet to send to `destination` in one piece.
+    func pathMTU(to destination: I.Address) -> Int {
+        guard !pathMTUs.entries.isEmpty, let learned = pathMTUs.mtu(to: destination) else { return linkMTU }
+        return min(linkMTU, learned)
     }
 
     /// The addresses in use (not tentative or duplicate).

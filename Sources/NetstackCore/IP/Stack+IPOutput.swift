@@ -23,7 +23,8 @@ extension Stack {
         let ipLength = I.headerLength + payloadLength
         let ethernetLength = EthernetFrame.headerLength
         let segmented = if case .tcpSegmentation = offload { true } else { false }
-        if ipLength <= layer.linkMTU || segmented {
+        let mtu = layer.pathMTU(to: destination)
+        if ipLength <= mtu || segmented {
             guard var frame = output.makeFrame(length: ethernetLength + ipLength) else {
                 counters.drop(.outputBuffersExhausted)
                 return false
@@ -67,7 +68,7 @@ extension Stack {
     ) -> Bool {
         let layer = I.layer(of: self)
         let headers = I.headerLength + I.fragmentHeaderLength
-        let chunkLimit = (layer.linkMTU - headers) & ~7
+        let chunkLimit = (layer.pathMTU(to: destination) - headers) & ~7
         guard chunkLimit >= 8, payloadLength <= 65_535 - I.headerLength else {
             counters.drop(.fragmentTooLarge)
             return false

@@ -119,6 +119,10 @@ extension Stack {
             let error: ICMPError = switch code {
             case ICMPv4UnreachableCode.port: .portUnreachable
             case ICMPv4UnreachableCode.protocol: .protocolUnreachable
+            case ICMPv4UnreachableCode.fragmentationNeeded where mtu == 0 && icmp.body.byteCount >= 4:
+                // RFC 1191 §5: a router from before path MTU discovery names
+                // no MTU; guess from the size of the packet it refused.
+                .packetTooBig(mtu: MTUPlateaus.below(Int(icmp.body.u8(2)) << 8 | Int(icmp.body.u8(3))))
             case ICMPv4UnreachableCode.fragmentationNeeded: .packetTooBig(mtu: Int(mtu))
             default: .hostUnreachable
             }

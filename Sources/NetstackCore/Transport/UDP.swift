@@ -156,7 +156,7 @@ extension Stack {
         let header = UDPHeader(sourcePort: local.port, destinationPort: peer.port, payloadLength: payload.byteCount)
         let pseudo = I.pseudoHeader(source: source, destination: peer.address, protocol: .udp, length: header.length)
         // The link may finish the checksum of a datagram that is not fragmented.
-        let partial = offloads.transmitChecksum && I.headerLength + header.length <= layer.linkMTU
+        let partial = offloads.transmitChecksum && I.headerLength + header.length <= layer.pathMTU(to: peer.address)
         let sent = sendIP(I.self, source: source, destination: peer.address, protocol: .udp,
                           payloadLength: header.length,
                           offload: partial ? .checksum(fieldOffset: UDPDatagram.checksumFieldOffset) : .none) { span in
@@ -289,15 +289,20 @@ extension Stack {
 
     /// An ICMP error about a datagram we sent: a connected socket to that peer
     /// reports it on its next operation (as Linux does without IP_RECVERR).
+    /// Returns whether a socket took it.
+    @discardableResult
     func deliverUDPError<I: IPVersion>(_ version: I.Type, _ error: SocketError, local: Endpoint<I>,
-                                       remote: Endpoint<I>) {
+                                       remote: Endpoint<I>) -> Bool {
         let layer = I.layer(of: self)
+        var delivered = false
         for id in layer.udp.bound[local.port] ?? [] {
             guard let socket = layer.udp.sockets[id], socket.remote == remote else { continue }
             let address = socket.local?.address
             guard address == local.address || address?.isUnspecified == true else { continue }
             layer.udp.sockets[id]?.pendingError = error
             signal(id)
+            delivered = true
         }
+        return delivered
     }
 }

@@ -226,6 +226,7 @@ public enum ConfigurationFile {
             if let count = try limits.int("tcp-connections-per-peer") { configuration.tcpConnectionsPerPeer = count }
             if let count = try limits.int("syn-queue") { configuration.synQueue = count }
             if let bytes = try limits.int("socket-buffer-memory") { configuration.socketBufferMemory = bytes }
+            if let count = try limits.int("path-mtu-entries") { configuration.pathMTUEntries = count }
             try limits.finish()
         }
         if var services = try top.section("services") {

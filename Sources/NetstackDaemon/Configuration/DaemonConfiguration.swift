@@ -51,6 +51,8 @@ public struct DaemonConfiguration: Sendable {
     public var synQueue = 256
     /// Bytes all socket buffers may hold together.
     public var socketBufferMemory = 256 << 20
+    /// Destinations whose learned path MTU is remembered.
+    public var pathMTUEntries = 1024
     /// The built-in services to run.
     public var services: [ServiceSetting] = []
     /// The control socket's path; nil: no control socket.
@@ -93,6 +95,7 @@ public struct DaemonConfiguration: Sendable {
         stack.tcp.synQueueLimit = synQueue
         stack.tcp.ecn = ecn
         stack.socketBufferMemory = socketBufferMemory
+        stack.pathMTUEntries = pathMTUEntries
         return stack
     }
 
@@ -164,6 +167,9 @@ public struct DaemonConfiguration: Sendable {
         }
         guard socketBufferMemory >= 1 << 20 else {
             throw ConfigurationError(field: "limits.socket-buffer-memory", message: "must be at least 1048576")
+        }
+        guard (1...1_000_000).contains(pathMTUEntries) else {
+            throw ConfigurationError(field: "limits.path-mtu-entries", message: "must be 1...1000000")
         }
         guard (0...10).contains(dadTransmits) else {
             throw ConfigurationError(field: "ipv6.dad-transmits", message: "must be 0...10")

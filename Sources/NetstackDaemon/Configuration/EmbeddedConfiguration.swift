@@ -105,6 +105,11 @@ tcp-connections-per-peer = 16384
 # past it SYNs are answered with SYN cookies (RFC 4987 §3.6), which hold
 # nothing (tcp.synCookiesSent).
 syn-queue = 256
+# Destinations whose path MTU, learned from ICMP "fragmentation needed" /
+# "packet too big" (RFC 1191, RFC 8201), is remembered (10 minutes each);
+# past it the entry nearest expiry is forgotten, without a log line
+# (ip.pathMTULowered counts what is learned).
+path-mtu-entries = 1024
 # Bytes all socket buffers (TCP send and receive rings, UDP queues) may hold
 # together (Linux: tcp_mem). Buffers grow with use; past this, each may
 # still grow to 4 KiB, a TCP receiver drops what does not fit

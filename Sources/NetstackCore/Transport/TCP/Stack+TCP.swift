@@ -379,7 +379,8 @@ extension Stack {
                 TCPSocketInfo(id: id, state: c.state, local: c.local, remote: c.remote, receiveQueue: c.readable,
                               sendQueue: c.sendBufferEnd - c.sendUnacknowledged, smoothedRTT: c.rtt.smoothed,
                               congestionWindow: c.congestion.window, orphan: c.isOrphan,
-                              bufferMemory: c.sendBuffer.allocatedBytes + c.receiveBuffer.allocatedBytes)
+                              bufferMemory: c.sendBuffer.allocatedBytes + c.receiveBuffer.allocatedBytes,
+                              sendMSS: c.sendMSS)
             }
         }.sorted { $0.id < $1.id }
     }

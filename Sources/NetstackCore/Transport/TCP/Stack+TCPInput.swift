@@ -152,10 +152,19 @@ extension Stack {
     /// The payload of one segment: the smaller MSS less the options every
     /// segment carries (RFC 9293 §3.7.1); 1448 with timestamps on Ethernet.
     func setSendMSS<I: IPVersion>(_ connection: TCPConnection<I>, peerMSS: Int) {
-        let ours = maximumSegmentSize(I.self)
-        let optionBytes = connection.timestampsEnabled ? 12 : 0
-        connection.sendMSS = max(64, min(ours, peerMSS) - optionBytes)
+        connection.peerMSS = peerMSS
+        updateSendMSS(connection)
         connection.congestion = CongestionControl(configuration.tcp.congestionControl, mss: connection.sendMSS)
+    }
+
+    /// Recomputes the send MSS from the peer's MSS and the path MTU to it
+    /// (which ICMP lowers, RFC 1191 §6.2, and expiry raises again, §6.3).
+    func updateSendMSS<I: IPVersion>(_ connection: TCPConnection<I>) {
+        let layer = I.layer(of: self)
+        connection.pathMTUGeneration = layer.pathMTUs.generation
+        let path = layer.pathMTU(to: connection.remote.address) - I.headerLength - TCPSegment.minimumHeaderLength
+        let optionBytes = connection.timestampsEnabled ? 12 : 0
+        connection.sendMSS = max(64, min(path, connection.peerMSS) - optionBytes)
     }
 
     // MARK: SYN-SENT (RFC 9293 §3.10.7.3)

@@ -27,6 +27,7 @@ extension Stack {
         default:
             break
         }
+        if connection.pathMTUGeneration != I.layer(of: self).pathMTUs.generation { updateSendMSS(connection) }
         // RFC 5681 §4.1: after an idle period longer than the RTO, start again
         // from the initial window.
         if connection.flightSize == 0, now - connection.lastSent > connection.rtt.timeout {

@@ -132,10 +132,15 @@ extension Stack {
         // The quoted sequence number must be one in flight (RFC 5927 §4.1).
         guard sequence - connection.sendUnacknowledged >= 0, connection.sendMaximum - sequence >= 0 else { return }
         switch error {
-        case .packetTooBig(let mtu):
-            let mss = mtu - I.headerLength - TCPSegment.minimumHeaderLength - (connection.timestampsEnabled ? 12 : 0)
-            guard mss >= 64, mss < connection.sendMSS else { return }
-            connection.sendMSS = mss
+        case .packetTooBig(let reported):
+            // RFC 1191 §6.2 / RFC 8201 §5.2: the path takes smaller packets;
+            // never below the version's floor, never raised by a message.
+            lowerPathMTU(I.self, to: remote.address, reported: reported)
+            let before = connection.sendMSS
+            updateSendMSS(connection)
+            guard connection.sendMSS < before else { return }
+            // What is in flight was too big: send it again at the new size
+            // (RFC 1191 §6.5). Not a congestion signal, so the window stays.
             connection.sendNext = connection.sendUnacknowledged
             tcpOutput(connection)
             schedule(connection)

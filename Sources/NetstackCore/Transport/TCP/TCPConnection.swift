@@ -108,8 +108,12 @@ final class TCPConnection<I: IPVersion> {
     var sendBuffer: ByteRing
     /// The application shut down writing: a FIN follows the buffered data.
     var finQueued = false
-    /// Payload bytes per segment: the peer's MSS and our MTU, less options.
+    /// Payload bytes per segment: the peer's MSS and the path MTU, less options.
     var sendMSS: Int
+    /// The MSS the peer announced (RFC 9293 §3.7.1's default without one).
+    var peerMSS = 536
+    /// The path MTU table's generation `sendMSS` was last computed from.
+    var pathMTUGeneration: UInt32 = 0
 
     // MARK: Receive sequence space
 

@@ -168,6 +168,9 @@ public struct TCPSocketInfo<I: IPVersion>: Sendable, Hashable {
     /// Bytes of memory its send and receive rings hold now (they grow with
     /// use and small ones are let go when empty).
     public var bufferMemory = 0
+    /// Payload bytes per full segment (the peer's MSS and the path MTU, less
+    /// options); nil before the connection has one.
+    public var sendMSS: Int?
 }
 
 /// How a connect is going, for the operation waiting on it.
