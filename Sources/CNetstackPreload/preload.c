@@ -140,6 +140,7 @@ struct sock {
     int pending_error;
     int v6only;              // IPV6_V6ONLY (Linux's default: off)
     int nodelay, keepalive, reuseaddr, reuseport, receive_buffer, send_buffer;
+    int keepidle, keepintvl, keepcnt;   // TCP_KEEPIDLE, _KEEPINTVL, _KEEPCNT
     struct linger linger;
     struct sockaddr_storage local, peer;
     socklen_t local_length, peer_length;
@@ -213,6 +214,9 @@ static struct sock *claim(int fd, int domain, int type) {
         // The stack's defaults (TCPSettings), as getsockopt reports them.
         entry->receive_buffer = type == SOCK_DGRAM ? 212992 : 256 * 1024;
         entry->send_buffer = type == SOCK_DGRAM ? 212992 : 1024 * 1024;
+        entry->keepidle = 7200;
+        entry->keepintvl = 75;
+        entry->keepcnt = 9;
         served++;
         if (type == SOCK_DGRAM) __atomic_add_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&entry->used, 1, __ATOMIC_RELEASE);
@@ -279,6 +283,7 @@ enum {
 };
 enum {
     OPTION_NO_DELAY = 1, OPTION_KEEPALIVE = 2, OPTION_RECEIVE_BUFFER = 3, OPTION_SEND_BUFFER = 4, OPTION_V6_ONLY = 5,
+    OPTION_KEEPALIVE_IDLE = 7, OPTION_KEEPALIVE_INTERVAL = 8, OPTION_KEEPALIVE_COUNT = 9,
     OPTION_REUSE_ADDRESS = 6,
 };
 
@@ -515,6 +520,9 @@ static int set_option(int fd, uint8_t option, uint64_t value) {
 static void apply_options(int fd, const struct sock *entry) {
     if (entry->nodelay) set_option(fd, OPTION_NO_DELAY, 1);
     if (entry->keepalive) set_option(fd, OPTION_KEEPALIVE, 1);
+    if (entry->keepidle != 7200) set_option(fd, OPTION_KEEPALIVE_IDLE, (uint64_t)entry->keepidle);
+    if (entry->keepintvl != 75) set_option(fd, OPTION_KEEPALIVE_INTERVAL, (uint64_t)entry->keepintvl);
+    if (entry->keepcnt != 9) set_option(fd, OPTION_KEEPALIVE_COUNT, (uint64_t)entry->keepcnt);
 }
 
 /// Records the local and remote endpoints of an ENDPOINTS answer.
@@ -1063,6 +1071,9 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
     } else if (level == IPPROTO_TCP && entry->type == SOCK_STREAM) {
         switch (name) {
         case TCP_NODELAY: return give_int(value, length, entry->nodelay);
+        case TCP_KEEPIDLE: return give_int(value, length, entry->keepidle);
+        case TCP_KEEPINTVL: return give_int(value, length, entry->keepintvl);
+        case TCP_KEEPCNT: return give_int(value, length, entry->keepcnt);
         case TCP_MAXSEG: return give_int(value, length, entry->domain == AF_INET ? 1448 : 1428);
         case TCP_CONGESTION: {
             static const char name[] = "cubic";
@@ -1150,7 +1161,16 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
             return 0;   // the stack's own (CUBIC) applies
         case TCP_KEEPIDLE:
         case TCP_KEEPINTVL:
-        case TCP_KEEPCNT:
+        case TCP_KEEPCNT: {
+            // Linux's bounds; the stack checks them again.
+            if (number < 1 || number > (name == TCP_KEEPCNT ? 127 : 32767)) return errno = EINVAL, -1;
+            int *field = name == TCP_KEEPIDLE ? &entry->keepidle : name == TCP_KEEPINTVL ? &entry->keepintvl
+                : &entry->keepcnt;
+            *field = number;
+            uint8_t option = name == TCP_KEEPIDLE ? OPTION_KEEPALIVE_IDLE
+                : name == TCP_KEEPINTVL ? OPTION_KEEPALIVE_INTERVAL : OPTION_KEEPALIVE_COUNT;
+            return open ? set_option(fd, option, (uint64_t)number) : 0;
+        }
         case TCP_CORK:
         case TCP_QUICKACK:
         case TCP_DEFER_ACCEPT:

@@ -47,6 +47,11 @@ public enum SocketOption: UInt8, Sendable {
     case v6Only = 5
     /// SO_REUSEADDR: UDP sockets that all set it share a port.
     case reuseAddress = 6
+    /// TCP_KEEPIDLE, TCP_KEEPINTVL (seconds, 1...32767) and TCP_KEEPCNT
+    /// (1...127): when this socket's keepalive probes go.
+    case keepaliveIdle = 7
+    case keepaliveInterval = 8
+    case keepaliveCount = 9
 }
 
 /// An address and port, either version: `address` holds 4 or 16 bytes.

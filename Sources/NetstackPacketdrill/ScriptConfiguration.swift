@@ -74,6 +74,14 @@ enum ScriptConfiguration {
         if let milliseconds = number("net.inet.tcp.rexmit_min") {
             configuration.tcp.minimumRTO = .milliseconds(milliseconds)
         }
+        // FreeBSD's keepalive timing, in milliseconds, for new sockets.
+        if let milliseconds = number("net.inet.tcp.keepidle") {
+            configuration.tcp.keepalive.idle = .milliseconds(milliseconds)
+        }
+        if let milliseconds = number("net.inet.tcp.keepintvl") {
+            configuration.tcp.keepalive.interval = .milliseconds(milliseconds)
+        }
+        if let count = number("net.inet.tcp.keepcnt") { configuration.tcp.keepalive.probes = count }
         if let milliseconds = number("net.inet.tcp.msl") { configuration.tcp.timeWait = .milliseconds(2 * milliseconds) }
         return configuration
     }

@@ -28,11 +28,21 @@ extension Backend {
                                      nonBlocking: nonBlocking,
                                      receiveBuffer: transport == .tcp ? settings.tcp.receiveBuffer : settings.udpReceiveBuffer,
                                      sendBuffer: transport == .tcp ? settings.tcp.sendBuffer : settings.udpReceiveBuffer)
+        if transport == .tcp, let id = descriptors[fd]?.id { applyLaterSysctls(family, id) }
         return fd
     }
 
     private func open<I: SocketFamily>(_ version: I.Type, _ transport: Descriptor.Transport) -> SocketID {
         transport == .tcp ? stack.tcpOpen(I.self) : stack.udpOpen(I.self)
+    }
+
+    /// A sysctl set after the stack was made applies to sockets made after
+    /// it, as on FreeBSD: the keepalive timing is set on the new socket.
+    private func applyLaterSysctls<I: SocketFamily>(_ version: I.Type, _ id: SocketID) {
+        let timing = ScriptConfiguration.stack(settings: ScriptConfiguration.recordedSettings()).tcp.keepalive
+        guard timing != stack.configuration.tcp.keepalive else { return }
+        try? stack.tcpSetKeepaliveTiming(I.self, id, idle: timing.idle, interval: timing.interval,
+                                         probes: timing.probes)
     }
 
     func bind(_ fd: Int32, _ address: UnsafeRawPointer?, _ length: socklen_t) throws(Errno) {

@@ -29,6 +29,16 @@ extension Backend {
             length.pointee = socklen_t(MemoryLayout<linger>.size)
         case (Int32(IPPROTO_TCP), TCP_NODELAY) where descriptor.transport == .tcp:
             try integer(descriptor.noDelay ? 1 : 0)
+        case (Int32(IPPROTO_TCP), TCP_KEEPIDLE) where descriptor.transport == .tcp,
+             (Int32(IPPROTO_TCP), TCP_KEEPINTVL) where descriptor.transport == .tcp,
+             (Int32(IPPROTO_TCP), TCP_KEEPCNT) where descriptor.transport == .tcp:
+            var timing = KeepaliveTiming()
+            try apply { () throws(SocketError) in timing = try keepaliveTiming(descriptor.family, descriptor) }
+            switch name {
+            case TCP_KEEPIDLE: try integer(Int(timing.idle.components.seconds))
+            case TCP_KEEPINTVL: try integer(Int(timing.interval.components.seconds))
+            default: try integer(timing.probes)
+            }
         case (Int32(IPPROTO_IPV6), IPV6_V6ONLY) where descriptor.family == IPv6.self:
             try integer(descriptor.v6Only ? 1 : 0)
         default:
@@ -83,6 +93,17 @@ extension Backend {
             let on = try integer() != 0
             descriptors[fd]?.noDelay = on
             try apply { () throws(SocketError) in try setNoDelay(descriptor.family, descriptor, on) }
+        case (Int32(IPPROTO_TCP), TCP_KEEPIDLE) where descriptor.transport == .tcp,
+             (Int32(IPPROTO_TCP), TCP_KEEPINTVL) where descriptor.transport == .tcp,
+             (Int32(IPPROTO_TCP), TCP_KEEPCNT) where descriptor.transport == .tcp:
+            let number = try integer()
+            try apply { () throws(SocketError) in
+                switch name {
+                case TCP_KEEPIDLE: try setKeepaliveTiming(descriptor.family, descriptor, idle: .seconds(number))
+                case TCP_KEEPINTVL: try setKeepaliveTiming(descriptor.family, descriptor, interval: .seconds(number))
+                default: try setKeepaliveTiming(descriptor.family, descriptor, probes: number)
+                }
+            }
         case (Int32(IPPROTO_IPV6), IPV6_V6ONLY) where descriptor.family == IPv6.self:
             // The stack's IPv6 sockets never carry IPv4: on is what they are.
             descriptors[fd]?.v6Only = try integer() != 0
@@ -107,6 +128,17 @@ extension Backend {
     private func setKeepalive<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor,
                                                _ on: Bool) throws(SocketError) {
         try stack.tcpSetKeepalive(I.self, descriptor.id, on)
+    }
+
+    private func keepaliveTiming<I: SocketFamily>(_ version: I.Type,
+                                                  _ descriptor: Descriptor) throws(SocketError) -> KeepaliveTiming {
+        try stack.tcpKeepaliveTiming(I.self, descriptor.id)
+    }
+
+    private func setKeepaliveTiming<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor,
+                                                     idle: Duration? = nil, interval: Duration? = nil,
+                                                     probes: Int? = nil) throws(SocketError) {
+        try stack.tcpSetKeepaliveTiming(I.self, descriptor.id, idle: idle, interval: interval, probes: probes)
     }
 
     private func setNoDelay<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor,

@@ -20,6 +20,7 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case shutdown(read: Bool, write: Bool, Reply<Void>)
         case setNoDelay(Bool, Reply<Void>)
         case setKeepalive(Bool, Reply<Void>)
+        case setKeepaliveTiming(idle: Duration?, interval: Duration?, probes: Int?, Reply<Void>)
         case setUserTimeout(Duration?, Reply<Void>)
         case setBufferSizes(send: Int?, receive: Int?, Reply<Void>)
         case localEndpoint(Reply<Endpoint<I>?>)
@@ -138,6 +139,12 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case .setKeepalive(let on, let reply):
             reply.send(await runtime.perform { stack in
                 Result { () throws(SocketError) in try stack.tcpSetKeepalive(I.self, id, on) }
+            })
+        case .setKeepaliveTiming(let idle, let interval, let probes, let reply):
+            reply.send(await runtime.perform { stack in
+                Result { () throws(SocketError) in
+                    try stack.tcpSetKeepaliveTiming(I.self, id, idle: idle, interval: interval, probes: probes)
+                }
             })
         case .setUserTimeout(let timeout, let reply):
             reply.send(await runtime.perform { stack in
@@ -269,6 +276,11 @@ public final class StreamSocket<I: IPVersion>: Sendable {
 
     public func setNoDelay(_ on: Bool) async throws(SocketError) { try await ask { .setNoDelay(on, $0) } }
     public func setKeepalive(_ on: Bool) async throws(SocketError) { try await ask { .setKeepalive(on, $0) } }
+    /// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT; nil leaves a value as it is.
+    public func setKeepaliveTiming(idle: Duration? = nil, interval: Duration? = nil,
+                                   probes: Int? = nil) async throws(SocketError) {
+        try await ask { .setKeepaliveTiming(idle: idle, interval: interval, probes: probes, $0) }
+    }
     public func setUserTimeout(_ timeout: Duration?) async throws(SocketError) {
         try await ask { .setUserTimeout(timeout, $0) }
     }

@@ -181,9 +181,7 @@ import Testing
 
     @Test func keepaliveDetectsAVanishedPeer() throws {
         let simulation = Simulation(faults: LinkFaults(), seed: 7) {
-            $0.tcp.keepaliveIdle = .seconds(10)
-            $0.tcp.keepaliveInterval = .seconds(1)
-            $0.tcp.keepaliveProbes = 3
+            $0.tcp.keepalive = KeepaliveTiming(idle: .seconds(10), interval: .seconds(1), probes: 3)
         }
         let (client, _, _) = try connect(simulation)
         try simulation.left.tcpSetKeepalive(IPv4.self, client, true)
@@ -196,6 +194,50 @@ import Testing
         simulation.run(for: .seconds(60)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .established }
         #expect(simulation.left.tcpConnectStatus(IPv4.self, client) != .established)
         #expect(simulation.now - gone <= .seconds(15))
+    }
+
+    /// TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT: a socket's own timing
+    /// beats the stack's two hours, and a listener passes its timing on to
+    /// the connections it accepts.
+    @Test func keepaliveTimingIsPerSocket() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 17)
+        let listener = simulation.right.tcpOpen(IPv4.self)
+        try simulation.right.tcpBind(IPv4.self, listener, to: .any(port: 5000))
+        try simulation.right.tcpSetKeepalive(IPv4.self, listener, true)
+        try simulation.right.tcpSetKeepaliveTiming(IPv4.self, listener, idle: .seconds(20), interval: .seconds(2),
+                                                   probes: 2)
+        try simulation.right.tcpListen(IPv4.self, listener, backlog: 8)
+        let client = simulation.left.tcpOpen(IPv4.self)
+        try simulation.left.tcpConnect(IPv4.self, client, to: Endpoint(Self.server, 5000))
+        var server: SocketID?
+        simulation.run(for: .seconds(5)) { sim in
+            if server == nil { server = try? sim.right.tcpAccept(IPv4.self, listener) }
+            return server != nil && sim.left.tcpConnectStatus(IPv4.self, client) == .established
+        }
+        let accepted = try #require(server)
+        try simulation.left.tcpSetKeepalive(IPv4.self, client, true)
+        try simulation.left.tcpSetKeepaliveTiming(IPv4.self, client, idle: .seconds(5))
+        try simulation.left.tcpSetKeepaliveTiming(IPv4.self, client, interval: .seconds(1), probes: 3)
+        #expect(throws: SocketError.self) { try simulation.left.tcpSetKeepaliveTiming(IPv4.self, client, idle: .zero) }
+        #expect(throws: SocketError.self) {
+            try simulation.left.tcpSetKeepaliveTiming(IPv4.self, client, interval: .seconds(40_000))
+        }
+        #expect(throws: SocketError.self) { try simulation.left.tcpSetKeepaliveTiming(IPv4.self, client, probes: 128) }
+        #expect(throws: SocketError.self) {
+            try simulation.left.tcpSetKeepaliveTiming(IPv4.self, client, idle: .milliseconds(1500))
+        }
+        // The path goes dark: the client gives up after 5 s idle and 3 probes
+        // a second apart, the server after 20 s and 2 probes 2 s apart.
+        simulation.dropAll = true
+        let start = simulation.now
+        simulation.run(for: .seconds(60)) { sim in sim.left.tcpConnectStatus(IPv4.self, client) != .established }
+        let clientGaveUp = simulation.now - start
+        #expect(simulation.left.tcpConnectStatus(IPv4.self, client) == .failed(.timedOut))
+        // Idle counts from the last segment received, a moment before the dark.
+        #expect(clientGaveUp > .milliseconds(7_900) && clientGaveUp <= .seconds(8), "\(clientGaveUp)")
+        simulation.run(for: .seconds(60)) { sim in state(sim.right, accepted) != .established }
+        let serverGaveUp = simulation.now - start
+        #expect(serverGaveUp > .milliseconds(23_900) && serverGaveUp <= .seconds(24), "\(serverGaveUp)")
     }
 
     @Test func userTimeoutAbortsWhenNothingIsAcknowledged() throws {

@@ -251,6 +251,69 @@ struct PreloadTests {
         #expect((try? String(contentsOfFile: "\(scratch.path)/out", encoding: .utf8)) == "after-connect")
     }
 
+    /// SO_KEEPALIVE with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT set before connect:
+    /// the stack probes at the program's pace and gives up on a peer that
+    /// went silent, and a value outside Linux's range is EINVAL.
+    @Test func keepaliveTimingSetByTheProgramApplies() throws {
+        let (namespace, daemon) = try DaemonProcess.start("plkeep")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("plkeep")
+        let script = try scratch.write("client.py", """
+            import socket, sys, time
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0)
+                print("idle0:accepted", flush=True)
+            except OSError as e:
+                print("idle0:errno%d" % e.errno, flush=True)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+            print("get:%d,%d,%d" % (s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                                    s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                                    s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)), flush=True)
+            s.connect(("192.168.69.100", 7031))
+            s.sendall(b"hello")
+            print("connected", flush=True)
+            start = time.monotonic()
+            s.settimeout(20)
+            try:
+                data = s.recv(100)
+                outcome = "eof" if not data else "data"
+            except socket.timeout:
+                outcome = "hung"
+            except OSError as e:
+                outcome = "errno%d" % e.errno
+            print("outcome:%s after %.1f s" % (outcome, time.monotonic() - start), flush=True)
+            """)
+        let sink = try BackgroundCommand(in: namespace, "timeout 40 socat -u TCP-LISTEN:7031 CREATE:\(scratch.path)/out")
+        defer { sink.stop() }
+        try waitForKernelListener(namespace, port: 7031)
+        let program = try BackgroundCommand(in: namespace, daemon.preloaded("timeout 40 python3 \(script)"))
+        defer { program.stop() }
+        for _ in 0..<200 where !program.output.contains("connected") { usleep(50_000) }
+        // The host goes silent: nothing of the connection gets through.
+        try namespace.run("""
+            nft add table inet silent && \
+            nft "add chain inet silent input { type filter hook input priority 0 ; }" && \
+            nft add rule inet silent input tcp dport 7031 drop
+            """)
+        defer { _ = try? namespace.run("nft delete table inet silent") }
+        #expect(program.wait() == 0, "\(program.output)")
+        print("keepalive through the preload: \(program.output.split(separator: "\n").joined(separator: "; "))")
+        #expect(program.output.contains("idle0:errno22"), "\(program.output)")
+        #expect(program.output.contains("get:1,1,2"), "\(program.output)")
+        // 1 s idle, then 2 probes 1 s apart: over within a few seconds. The
+        // abort reaches the program as end-of-file, since a Unix stream
+        // cannot carry ETIMEDOUT (docs/preload.md).
+        #expect(!program.output.contains("outcome:hung") && !program.output.contains("outcome:data"),
+                "\(program.output)")
+        let seconds = program.output.split(separator: "after ").last.flatMap { Double($0.prefix { $0 != " " }) }
+        #expect((seconds ?? 99) < 8, "\(program.output)")
+    }
+
     @Test func sshRunsARemoteCommandOnTheHostSide() throws {
         let (namespace, daemon) = try DaemonProcess.start("plssh")
         defer { namespace.remove() }

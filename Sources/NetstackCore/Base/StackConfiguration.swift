@@ -165,10 +165,8 @@ public struct TCPSettings: Sendable {
     public var synAckRetries = 5
     /// Retransmissions of data before the connection is aborted (tcp_retries2).
     public var maximumRetransmissions = 15
-    /// Keepalive (when a socket turns it on): idle time, probe interval, probes.
-    public var keepaliveIdle: Duration = .seconds(7200)
-    public var keepaliveInterval: Duration = .seconds(75)
-    public var keepaliveProbes = 9
+    /// Keepalive timing of new sockets (each may change its own).
+    public var keepalive = KeepaliveTiming()
     /// Half-open connections per listener before SYN cookies (or drops).
     public var synQueueLimit = 256
     /// The largest listen backlog (somaxconn).
@@ -195,4 +193,25 @@ public struct TCPSettings: Sendable {
     public var ecn: ECNMode = .passive
 
     public init() {}
+}
+
+/// When keepalive probes go (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6), once a
+/// socket turns them on: after `idle` without anything received, then every
+/// `interval`; `probes` unanswered end the connection. The defaults are
+/// Linux's (tcp_keepalive_time, _intvl, _probes); a socket changes its own
+/// as with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT.
+public struct KeepaliveTiming: Sendable, Hashable {
+    public var idle: Duration = .seconds(7200)
+    public var interval: Duration = .seconds(75)
+    public var probes = 9
+
+    /// Linux's bounds for the socket options: 1...32767 s, 1...127 probes.
+    public static let secondsRange = 1...32_767
+    public static let probesRange = 1...127
+
+    public init(idle: Duration = .seconds(7200), interval: Duration = .seconds(75), probes: Int = 9) {
+        self.idle = idle
+        self.interval = interval
+        self.probes = probes
+    }
 }

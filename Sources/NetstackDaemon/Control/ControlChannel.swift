@@ -160,6 +160,11 @@ enum ControlChannel: Sendable {
                                remote: try await socket.remoteEndpoint().map(ControlEndpoint.init)), nil)
         case .setOption(.noDelay, let value): try await socket.setNoDelay(value != 0)
         case .setOption(.keepalive, let value): try await socket.setKeepalive(value != 0)
+        case .setOption(.keepaliveIdle, let value):
+            try await socket.setKeepaliveTiming(idle: .seconds(Int64(clamping: value)))
+        case .setOption(.keepaliveInterval, let value):
+            try await socket.setKeepaliveTiming(interval: .seconds(Int64(clamping: value)))
+        case .setOption(.keepaliveCount, let value): try await socket.setKeepaliveTiming(probes: Int(clamping: value))
         case .setOption(.receiveBuffer, let value): try await socket.setBufferSizes(receive: Int(clamping: value))
         case .setOption(.sendBuffer, let value): try await socket.setBufferSizes(send: Int(clamping: value))
         case .setOption(.reuseAddress, _):

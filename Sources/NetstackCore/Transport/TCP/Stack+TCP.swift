@@ -306,14 +306,57 @@ extension Stack {
     }
 
     /// Turns keepalive probes on or off (RFC 9293 §3.8.4; the timing is the
-    /// stack's keepalive settings).
+    /// socket's, `tcpSetKeepaliveTiming`).
     public func tcpSetKeepalive<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ on: Bool) throws(SocketError) {
         try withOptions(I.self, id) { $0.keepalive = on } connection: { connection in
             connection.keepalive = on
-            connection.keepaliveProbes = 0
-            connection.keepaliveDeadline = on && connection.state == .established
-                ? connection.lastReceived + configuration.tcp.keepaliveIdle : nil
+            restartKeepalive(connection)
         }
+    }
+
+    /// Changes when this socket's keepalive probes go (TCP_KEEPIDLE,
+    /// TCP_KEEPINTVL, TCP_KEEPCNT); nil leaves a value as it is. Seconds must
+    /// be in 1...32767 and probes in 1...127, as Linux asks. A connection
+    /// waiting to probe starts its idle time again with the new values.
+    public func tcpSetKeepaliveTiming<I: IPVersion>(_ version: I.Type, _ id: SocketID, idle: Duration? = nil,
+                                                    interval: Duration? = nil,
+                                                    probes: Int? = nil) throws(SocketError) {
+        for duration in [idle, interval].compactMap({ $0 }) {
+            let seconds = duration.components.seconds
+            guard duration.components.attoseconds == 0,
+                  KeepaliveTiming.secondsRange.contains(Int(clamping: seconds)) else {
+                throw .invalidArgument("keepalive time \(duration) outside 1...32767 whole seconds")
+            }
+        }
+        if let probes, !KeepaliveTiming.probesRange.contains(probes) {
+            throw .invalidArgument("keepalive probes \(probes) outside 1...127")
+        }
+        func change(_ timing: inout KeepaliveTiming) {
+            if let idle { timing.idle = idle }
+            if let interval { timing.interval = interval }
+            if let probes { timing.probes = probes }
+        }
+        try withOptions(I.self, id) { change(&$0.keepaliveTiming) } connection: { connection in
+            change(&connection.keepaliveTiming)
+            restartKeepalive(connection)
+        }
+    }
+
+    /// This socket's keepalive timing (what TCP_KEEPIDLE and friends read).
+    public func tcpKeepaliveTiming<I: IPVersion>(_ version: I.Type, _ id: SocketID) throws(SocketError)
+        -> KeepaliveTiming {
+        switch I.layer(of: self).tcp.entries[id] {
+        case .open(let socket)?: socket.options.keepaliveTiming
+        case .listener(let listener)?: listener.options.keepaliveTiming
+        case .connection(let connection)?: connection.keepaliveTiming
+        case nil: throw .closed
+        }
+    }
+
+    private func restartKeepalive<I: IPVersion>(_ connection: TCPConnection<I>) {
+        connection.keepaliveProbes = 0
+        connection.keepaliveDeadline = connection.keepalive && connection.state == .established
+            ? connection.lastReceived + connection.keepaliveTiming.idle : nil
     }
 
     /// Aborts a connection whose data stays unacknowledged this long
@@ -399,6 +442,7 @@ extension Stack {
             sendMSS: maximumSegmentSize(I.self), memory: socketMemory, now: now)
         connection.noDelay = options.noDelay
         connection.keepalive = options.keepalive
+        connection.keepaliveTiming = options.keepaliveTiming
         connection.userTimeout = options.userTimeout
         connection.timestampsEnabled = configuration.tcp.timestamps
         connection.sackPermitted = configuration.tcp.selectiveAcknowledgments

@@ -229,7 +229,7 @@ extension Stack {
                 ?? TCPSocketOptions(configuration.tcp)
             connection.allocateBuffers(send: options.sendBuffer, receive: options.receiveBuffer)
         }
-        if connection.keepalive { connection.keepaliveDeadline = now + configuration.tcp.keepaliveIdle }
+        if connection.keepalive { connection.keepaliveDeadline = now + connection.keepaliveTiming.idle }
         if let parent = connection.parent, let listener = layer.tcp.listener(parent) {
             if wasHalfOpen { listener.halfOpen -= 1 }
             counters.count(.tcpConnectionsAccepted)
@@ -245,7 +245,7 @@ extension Stack {
         connection.lastReceived = now
         if connection.keepalive && connection.state == .established {
             connection.keepaliveProbes = 0
-            connection.keepaliveDeadline = now + configuration.tcp.keepaliveIdle
+            connection.keepaliveDeadline = now + connection.keepaliveTiming.idle
         }
         switch connection.state {
         case .closed, .listen:

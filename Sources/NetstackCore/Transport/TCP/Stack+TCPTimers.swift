@@ -105,21 +105,21 @@ extension Stack {
     /// sequence number the peer must acknowledge; too many unanswered end the
     /// connection.
     private func keepaliveProbe<I: IPVersion>(_ connection: TCPConnection<I>) {
-        let settings = configuration.tcp
+        let timing = connection.keepaliveTiming
         guard connection.keepalive, connection.state == .established else {
             connection.keepaliveDeadline = nil
             return
         }
-        if now - connection.lastReceived < settings.keepaliveIdle && connection.keepaliveProbes == 0 {
-            connection.keepaliveDeadline = connection.lastReceived + settings.keepaliveIdle
+        if now - connection.lastReceived < timing.idle && connection.keepaliveProbes == 0 {
+            connection.keepaliveDeadline = connection.lastReceived + timing.idle
             return
         }
-        guard connection.keepaliveProbes < settings.keepaliveProbes else {
+        guard connection.keepaliveProbes < timing.probes else {
             return abort(connection, sendReset: true, error: .timedOut)
         }
         sendSegment(connection, flags: .ack, sequence: connection.sendUnacknowledged - 1, payload: 0..<0)
         connection.keepaliveProbes += 1
-        connection.keepaliveDeadline = now + settings.keepaliveInterval
+        connection.keepaliveDeadline = now + timing.interval
     }
 
     /// An ICMP error about one of our segments (RFC 5927, RFC 1122 §4.2.3.9):

@@ -211,6 +211,7 @@ final class TCPConnection<I: IPVersion> {
 
     var noDelay = false
     var keepalive = false
+    var keepaliveTiming = KeepaliveTiming()
     var userTimeout: Duration?
     /// The error the application learns next (reset, refused, timed out).
     var error: SocketError?

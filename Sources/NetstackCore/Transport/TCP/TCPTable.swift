@@ -15,11 +15,13 @@ struct TCPSocketOptions {
     var receiveBuffer: Int
     var noDelay = false
     var keepalive = false
+    var keepaliveTiming: KeepaliveTiming
     var userTimeout: Duration?
 
     init(_ settings: TCPSettings) {
         sendBuffer = settings.sendBuffer
         receiveBuffer = settings.receiveBuffer
+        keepaliveTiming = settings.keepalive
     }
 }
 
