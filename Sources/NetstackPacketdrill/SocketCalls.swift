@@ -257,21 +257,22 @@ extension Backend {
             bytes += UnsafeRawBufferPointer(start: piece.iov_base, count: piece.iov_len)
         }
         let count = try send(descriptor.family, descriptor, bytes, to: message.pointee.msg_name,
-                             length: message.pointee.msg_namelen, nonBlocking: nonBlocking)
+                             length: message.pointee.msg_namelen, nonBlocking: nonBlocking,
+                             urgent: flags & Int32(MSG_OOB) != 0)
         collect()
         return count
     }
 
     private func send<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor, _ bytes: [UInt8],
                                        to address: UnsafeMutableRawPointer?, length: socklen_t,
-                                       nonBlocking: Bool) throws(Errno) -> Int {
+                                       nonBlocking: Bool, urgent: Bool) throws(Errno) -> Int {
         switch descriptor.transport {
         case .tcp:
             var sent = 0
             let done = try wait(nonBlocking: nonBlocking) { () throws(Errno) -> Int? in
                 do {
                     let accepted = try Array(bytes[sent...]).withSpan { span throws(SocketError) in
-                        try stack.tcpSend(I.self, descriptor.id, span)
+                        try stack.tcpSend(I.self, descriptor.id, span, urgent: urgent)
                     }
                     sent += accepted
                 } catch {

@@ -19,6 +19,8 @@ extension Backend {
         case (SOL_SOCKET, SO_SNDBUF): try integer(descriptor.sendBuffer)
         case (SOL_SOCKET, SO_REUSEADDR): try integer(descriptor.reuseAddress ? 1 : 0)
         case (SOL_SOCKET, SO_KEEPALIVE): try integer(descriptor.keepalive ? 1 : 0)
+        // Urgent data always stays in the stream (RFC 6093 §5).
+        case (SOL_SOCKET, SO_OOBINLINE) where descriptor.transport == .tcp: try integer(1)
         case (SOL_SOCKET, SO_TYPE):
             try integer(Int(descriptor.transport == .tcp ? SOCK_STREAM.rawValue : SOCK_DGRAM.rawValue))
         case (SOL_SOCKET, SO_ERROR): try integer(Int(pendingError(fd, descriptor)))
@@ -181,10 +183,16 @@ extension Backend {
             descriptors[fd]?.nonBlocking = argument.load(as: Int32.self) != 0
         case UInt(FIONREAD):
             argument.storeBytes(of: Int32(clamping: readable(descriptor.family, descriptor)), as: Int32.self)
+        case UInt(SIOCATMARK):
+            argument.storeBytes(of: atUrgentMark(descriptor.family, descriptor) ? 1 : 0, as: Int32.self)
         default:
             throw Errno(ENOTTY)
         }
         return 0
+    }
+
+    private func atUrgentMark<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor) -> Bool {
+        descriptor.transport == .tcp && stack.tcpUrgentMark(I.self, descriptor.id) == 0
     }
 
     private func readable<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor) -> Int {
@@ -234,7 +242,8 @@ extension Backend {
         default:
             break
         }
-        var events: Int16 = 0
+        // Urgent data pending: POLLPRI, as Linux's tcp_poll says.
+        var events: Int16 = stack.tcpUrgentMark(I.self, descriptor.id) != nil ? Int16(POLLPRI) : 0
         if stack.tcpReadable(I.self, descriptor.id) > 0 {
             events |= pollIn
         } else {

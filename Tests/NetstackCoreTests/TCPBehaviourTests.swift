@@ -240,6 +240,36 @@ import Testing
         #expect(serverGaveUp > .milliseconds(23_900) && serverGaveUp <= .seconds(24), "\(serverGaveUp)")
     }
 
+    /// Urgent data (RFC 9293 §3.8.5, RFC 6093): sent with `urgent`, it is
+    /// marked on the way (a 16-bit pointer reaches 64 KiB ahead, so the mark
+    /// lands on the right byte once the segments near it arrive), stays
+    /// inline, and a read stops just before the urgent byte.
+    @Test func urgentDataIsMarkedAndReadInline() throws {
+        let simulation = Simulation(faults: LinkFaults(), seed: 21)
+        let (client, server, _) = try connect(simulation)
+        let bulk = (0..<100_000).map { UInt8(truncatingIfNeeded: $0) }
+        #expect(try bulk.withSpan { span throws(SocketError) in
+            try simulation.left.tcpSend(IPv4.self, client, span, urgent: true)
+        } == 100_000)
+        simulation.run(for: .seconds(5)) { $0.right.tcpReadable(IPv4.self, server) == 100_000 }
+        #expect(simulation.right.tcpUrgentMark(IPv4.self, server) == 99_999)
+        #expect(simulation.right.counters[.tcpUrgentReceived] >= 1)
+        var received: [UInt8] = []
+        while simulation.right.tcpUrgentMark(IPv4.self, server) != 0, let piece = try receive(simulation.right, server) {
+            received += piece
+        }
+        #expect(received.count == 99_999, "reads stopped at the mark")
+        #expect(try receive(simulation.right, server) == [bulk[99_999]], "then the urgent byte, inline")
+        #expect(simulation.right.tcpUrgentMark(IPv4.self, server) == nil)
+        #expect(received == Array(bulk[0..<99_999]))
+        // Once acknowledged, urgent mode ends: later data has no mark.
+        simulation.run(for: .seconds(1)) { _ in false }
+        #expect(try send(simulation.left, client, [1, 2, 3]) == 3)
+        simulation.run(for: .seconds(1)) { $0.right.tcpReadable(IPv4.self, server) == 3 }
+        #expect(simulation.right.tcpUrgentMark(IPv4.self, server) == nil)
+        #expect(try receive(simulation.right, server) == [1, 2, 3])
+    }
+
     @Test func userTimeoutAbortsWhenNothingIsAcknowledged() throws {
         let simulation = Simulation(faults: LinkFaults(), seed: 8)
         let (client, _, _) = try connect(simulation)

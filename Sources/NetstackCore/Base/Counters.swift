@@ -174,6 +174,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case neighborEvicted
     /// A destination's path MTU lowered by a validated ICMP message.
     case pathMTULowered
+    /// Urgent marks received (RFC 9293 §3.8.5).
+    case tcpUrgentReceived
 
     public var description: String {
         switch self {
@@ -208,6 +210,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpSynCookiesSent: "tcp.synCookiesSent"
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
         case .pathMTULowered: "ip.pathMTULowered"
+        case .tcpUrgentReceived: "tcp.urgentReceived"
         case .tcpECNNegotiated: "tcp.ecnNegotiated"
         case .tcpCongestionExperienced: "tcp.ecnCongestionExperienced"
         case .tcpECNReductions: "tcp.ecnReductions"

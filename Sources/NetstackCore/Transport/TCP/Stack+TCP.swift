@@ -118,10 +118,14 @@ extension Stack {
 
     /// Queues up to `bytes.count` bytes for sending; returns how many fit
     /// (0 when the buffer is full: wait for an event).
-    public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ bytes: RawSpan) throws(SocketError) -> Int {
+    /// With `urgent` (MSG_OOB) the last byte queued is urgent data: the
+    /// segments up to it carry URG and a pointer to the byte after it (RFC
+    /// 9293 §3.8.5, RFC 6093 §4).
+    public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, _ bytes: RawSpan,
+                                      urgent: Bool = false) throws(SocketError) -> Int {
         try bytes.withUnsafeBytes { source throws(SocketError) in
             var offset = 0
-            return try tcpSend(I.self, id, maximum: source.count) { space in
+            return try tcpSend(I.self, id, maximum: source.count, urgent: urgent) { space in
                 let count = min(space.count, source.count - offset)
                 space.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: count)
                 offset += count
@@ -136,7 +140,7 @@ extension Stack {
     /// call. The way a driver moves bytes from a descriptor into the stack
     /// with no copy of its own. Returns the bytes queued (0 when the buffer
     /// is full: wait for an event).
-    public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, maximum: Int,
+    public func tcpSend<I: IPVersion>(_ version: I.Type, _ id: SocketID, maximum: Int, urgent: Bool = false,
                                       producing produce: (UnsafeMutableRawBufferPointer) -> Int) throws(SocketError) -> Int {
         guard let connection = I.layer(of: self).tcp.connection(id) else {
             throw I.layer(of: self).tcp.entries[id] == nil ? .closed : .notConnected
@@ -152,6 +156,7 @@ extension Stack {
         }
         let accepted = connection.sendBuffer.append(maximum: maximum, produce)
         noteSocketMemory()
+        if urgent && accepted > 0 { connection.sendUrgent = connection.sendBufferEnd }
         if accepted > 0 {
             tcpOutput(connection)
             schedule(connection)
@@ -187,7 +192,21 @@ extension Stack {
             if connection.finReceived || connection.readShutdown || connection.state == .closed { return 0 }
             return nil
         }
-        let count = connection.receiveBuffer.removeFirst(consuming: consume)
+        let count: Int
+        if let mark = connection.receiveUrgent {
+            // A read stops before the urgent byte, so that the application
+            // can tell it is at the mark (SIOCATMARK), as BSD and Linux do.
+            let readStart = connection.receiveNext - connection.readable
+            var limit = mark - readStart > 0 ? mark - readStart : Int.max
+            count = connection.receiveBuffer.removeFirst { piece in
+                let taken = consume(UnsafeRawBufferPointer(rebasing: piece.prefix(limit)))
+                limit -= taken
+                return taken
+            }
+            if (readStart + count) - mark > 0 { connection.receiveUrgent = nil }
+        } else {
+            count = connection.receiveBuffer.removeFirst(consuming: consume)
+        }
         if connection.outOfOrder.isEmpty { connection.receiveBuffer.releaseIfEmpty() }
         // The window may have reopened: say so at once (not after a timeout).
         if connection.windowUpdateIsDue && connection.state.isSynchronized {
@@ -196,6 +215,15 @@ extension Stack {
             schedule(connection)
         }
         return count
+    }
+
+    /// Unread bytes before the urgent mark (0: the next byte read is the
+    /// urgent one, SIOCATMARK), or nil when no urgent data is pending.
+    public func tcpUrgentMark<I: IPVersion>(_ version: I.Type, _ id: SocketID) -> Int? {
+        guard let connection = I.layer(of: self).tcp.connection(id), let mark = connection.receiveUrgent else {
+            return nil
+        }
+        return mark - (connection.receiveNext - connection.readable)
     }
 
     /// Whether a send would take bytes now (or fail at once).

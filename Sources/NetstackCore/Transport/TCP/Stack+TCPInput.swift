@@ -24,7 +24,7 @@ extension Stack {
         let incoming = IncomingSegment(
             sequence: SequenceNumber(segment.sequenceNumber), acknowledgment: SequenceNumber(segment.acknowledgmentNumber),
             flags: segment.flags, window: segment.window, options: options, payload: segment.payload,
-            congestionExperienced: datagram.ecn == 3)
+            congestionExperienced: datagram.ecn == 3, urgentPointer: segment.urgentPointer)
         let tuple = FourTuple(local: Endpoint<I>(datagram.destination, segment.destinationPort),
                               remote: Endpoint<I>(datagram.source, segment.sourcePort))
         let layer = I.layer(of: self)
@@ -366,6 +366,10 @@ extension Stack {
             break
         }
 
+        // Sixth: the URG bit (RFC 9293 §3.10.7.4).
+        if acceptance == .acceptable, segment.flags.contains(.urg), connection.state.canReceive {
+            noteUrgent(connection, segment)
+        }
         // Seventh: segment text.
         if acceptance == .acceptable, segment.payload.byteCount > 0 {
             if connection.state.canReceive {
@@ -560,6 +564,22 @@ extension Stack {
             connection.rtt.sample(now - timed.sent)
             connection.timedSegment = nil
         }
+    }
+
+    /// RFC 9293 §3.8.5 with RFC 6093's reading: the pointer names the byte
+    /// after the urgent data, so the last urgent byte is one before it (what
+    /// Linux does with tcp_stdurg off). The mark moves only forward, never to
+    /// bytes already received, and the data stays in the stream (RFC 6093
+    /// §5: inline, as SO_OOBINLINE); the application is told (an event) and
+    /// may ask where the mark is (`tcpUrgentMark`).
+    private func noteUrgent<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        guard segment.urgentPointer > 0 else { return }
+        let urgent = segment.sequence + Int(segment.urgentPointer) - 1
+        guard urgent - connection.receiveNext >= 0 else { return }
+        if let known = connection.receiveUrgent, urgent - known <= 0 { return }
+        connection.receiveUrgent = urgent
+        counters.count(.tcpUrgentReceived)
+        signal(connection.id)
     }
 
     /// Data of an acceptable segment (RFC 9293 §3.10.7.4 seventh check):

@@ -157,7 +157,9 @@ extension Stack {
             let nothingInFlight = connection.sendNext == connection.sendUnacknowledged
             // Nagle (RFC 9293 §3.7.4): a short segment goes alone only when
             // it ends what is queued and nothing is in flight (or no-delay).
-            let shortMayGo = everythingQueued && (connection.noDelay || nothingInFlight)
+            // Urgent data is not held back either (Linux's tcp_nagle_test).
+            let urgentPending = connection.sendUrgent.map { $0 - connection.sendNext > 0 } ?? false
+            let shortMayGo = everythingQueued && (connection.noDelay || nothingInFlight || urgentPending)
             if connection.sendWhatFits {
                 connection.sendWhatFits = false
             } else if !resending && length < mss {
@@ -198,10 +200,26 @@ extension Stack {
                 plan = SegmentPlan(sequence: plan.sequence, length: connection.segmentPayloadLimit, fin: false)
             }
         }
+        // Urgent mode (RFC 9293 §3.8.5): every segment before SND.UP says
+        // where it ends, one segment per frame for the same reason as CWR;
+        // past 64 KiB ahead the pointer says as far as it can.
+        var urgentPointer: UInt16 = 0
+        if let urgent = connection.sendUrgent {
+            if urgent - connection.sendUnacknowledged <= 0 {
+                connection.sendUrgent = nil
+            } else if urgent - plan.sequence > 0 {
+                flags.insert(.urg)
+                urgentPointer = UInt16(min(urgent - plan.sequence, 0xffff))
+                if plan.length > connection.segmentPayloadLimit {
+                    plan = SegmentPlan(sequence: plan.sequence, length: connection.segmentPayloadLimit, fin: false)
+                }
+            }
+        }
         if plan.fin { flags.insert(.fin) }
         let offset = plan.sequence - connection.sendBase
         if plan.length > 0 && plan.sequence + plan.length == connection.sendBufferEnd { flags.insert(.psh) }
-        sendSegment(connection, flags: flags, sequence: plan.sequence, payload: offset..<(offset + plan.length))
+        sendSegment(connection, flags: flags, sequence: plan.sequence, payload: offset..<(offset + plan.length),
+                    urgentPointer: urgentPointer)
         let end = plan.sequence + plan.length + (plan.fin ? 1 : 0)
         if connection.sendMaximum - plan.sequence > 0 {
             counters.count(.tcpRetransmissions)
@@ -377,7 +395,7 @@ extension Stack {
     /// 7323 timestamps, RFC 2018 SACK blocks; on SYNs MSS, SACK-permitted and
     /// window scale, in Linux's order) and the window to advertise.
     func sendSegment<I: IPVersion>(_ connection: TCPConnection<I>, flags: TCPFlags, sequence: SequenceNumber,
-                                   payload: Range<Int>) {
+                                   payload: Range<Int>, urgentPointer: UInt16 = 0) {
         var flags = flags
         let isSYN = flags.contains(.syn)
         let acknowledges = flags.contains(.ack)
@@ -418,6 +436,7 @@ extension Stack {
                                sequenceNumber: sequence.rawValue,
                                acknowledgmentNumber: acknowledges ? connection.receiveNext.rawValue : 0,
                                flags: flags, window: UInt16(window), payloadLength: payload.count)
+        header.urgentPointer = urgentPointer
         var timestamp = connection.timestampValue(now)
         if isSYN, let bits = connection.cookieOptions { timestamp = timestamp & ~0x1f | bits }
         let echo = connection.state == .synSent ? 0 : connection.recentTimestamp

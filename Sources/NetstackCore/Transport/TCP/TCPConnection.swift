@@ -55,11 +55,14 @@ struct IncomingSegment: ~Escapable {
     let payload: RawSpan
     /// Its IP header was marked CE (congestion experienced, RFC 3168 §5).
     let congestionExperienced: Bool
+    /// The urgent pointer field (meaningful with URG).
+    let urgentPointer: UInt16
 
     @_lifetime(copy payload)
     init(sequence: SequenceNumber, acknowledgment: SequenceNumber, flags: TCPFlags, window: UInt16,
-         options: TCPSegmentOptions, payload: RawSpan, congestionExperienced: Bool = false) {
+         options: TCPSegmentOptions, payload: RawSpan, congestionExperienced: Bool = false, urgentPointer: UInt16 = 0) {
         self.congestionExperienced = congestionExperienced
+        self.urgentPointer = urgentPointer
         self.sequence = sequence
         self.acknowledgment = acknowledgment
         self.flags = flags
@@ -211,6 +214,12 @@ final class TCPConnection<I: IPVersion> {
 
     var noDelay = false
     var keepalive = false
+    /// SND.UP (RFC 9293 §3.8.5): the sequence number after the last urgent
+    /// byte sent with `urgent`, until it is acknowledged.
+    var sendUrgent: SequenceNumber?
+    /// The last urgent byte the peer marked (its pointer less one, RFC 6093
+    /// §4), until the application reads past it; the data stays inline.
+    var receiveUrgent: SequenceNumber?
     var keepaliveTiming = KeepaliveTiming()
     var userTimeout: Duration?
     /// The error the application learns next (reset, refused, timed out).
