@@ -127,6 +127,8 @@ public final class Stack {
     var announcementDeadline: Instant?
     var routerSolicitationsLeft = 0
     var routerSolicitationDeadline: Instant?
+    /// The groups reported to MLD snoopers and the reports still to send.
+    var mld = MulticastListenerState()
 
     /// Builds a stack that starts at `now`. `seed` feeds its randomness
     /// (identifiers, timer jitter, ports, initial sequence numbers).
@@ -218,6 +220,7 @@ public final class Stack {
         pollAnnouncements()
         pollDuplicateAddressDetection()
         pollRouterSolicitations()
+        pollMulticastListening()
         expireRouterInformation()
     }
 
@@ -233,6 +236,7 @@ public final class Stack {
         deadline = earliest(deadline, ipv4.pathMTUs.nextDeadline)
         deadline = earliest(deadline, ipv6.pathMTUs.nextDeadline)
         for address in ipv6.addresses { deadline = earliest(deadline, address.deadline) }
+        deadline = earliest(deadline, mld.nextDeadline)
         return deadline
     }
 
@@ -336,6 +340,7 @@ public final class Stack {
             groups.insert(MACAddress(ipv6Multicast: address.address.solicitedNodeMulticast))
         }
         acceptedGroupMACs = groups
+        updateMulticastListening()
     }
 
     /// A reachable time drawn from 0.5–1.5 times the base (RFC 4861 §6.3.2).

@@ -47,6 +47,7 @@ enum ScriptConfiguration {
         configuration.ipv6LinkLocal = false
         configuration.ipv6Startup.dadTransmits = 0
         configuration.ipv6Startup.routerSolicitations = 0
+        configuration.ipv6Startup.mldRobustness = 0
         configuration.gratuitousARPCount = 0
         func number(_ name: String) -> Int? { settings[name].flatMap { Int($0) } }
         if let bytes = number("net.inet.tcp.recvspace") { configuration.tcp.receiveBuffer = bytes }

@@ -122,7 +122,16 @@ public enum ICMPv6Message: Hashable, Sendable {
     case neighborSolicitation(target: IPv6Address)
     case neighborAdvertisement(router: Bool, solicited: Bool, override: Bool, target: IPv6Address)
     case redirect(target: IPv6Address, destination: IPv6Address)
-    /// Any other type (MLD among them), kept as its first eight bytes.
+    /// A multicast listener query (RFC 2710 §3.6, RFC 3810 §5.1): the group
+    /// is :: for a general query. An MLDv2 query (28 bytes or more) has its
+    /// further fields (S flag, QRV, QQIC, sources) in the body.
+    case multicastListenerQuery(maximumResponseCode: UInt16, group: IPv6Address)
+    /// MLDv1 report and done (RFC 2710 §3.7, §3.8).
+    case multicastListenerReport(group: IPv6Address)
+    case multicastListenerDone(group: IPv6Address)
+    /// An MLDv2 report (RFC 3810 §5.2): its records are the body.
+    case multicastListenerReportV2(recordCount: UInt16)
+    /// Any other type, kept as its first eight bytes.
     case other(type: UInt8, code: UInt8, restOfHeader: UInt32)
 
     /// The message of `packet` (checksum not checked here). NDP messages must
@@ -167,6 +176,18 @@ public enum ICMPv6Message: Hashable, Sendable {
         case ICMPv6Type.redirect:
             try requireNDP(40)
             self = .redirect(target: IPv6Address(bytes, at: 8), destination: IPv6Address(bytes, at: 24))
+        case ICMPv6Type.multicastListenerQuery, ICMPv6Type.multicastListenerReport,
+             ICMPv6Type.multicastListenerDone:
+            guard bytes.byteCount >= 24 else { throw WireError(.icmpv6, .truncated) }
+            let group = IPv6Address(bytes, at: 8)
+            switch type {
+            case ICMPv6Type.multicastListenerQuery:
+                self = .multicastListenerQuery(maximumResponseCode: bytes.u16(4), group: group)
+            case ICMPv6Type.multicastListenerReport: self = .multicastListenerReport(group: group)
+            default: self = .multicastListenerDone(group: group)
+            }
+        case ICMPv6Type.multicastListenerReportV2:
+            self = .multicastListenerReportV2(recordCount: bytes.u16(6))
         default:
             self = .other(type: type, code: code, restOfHeader: rest)
         }
@@ -185,6 +206,10 @@ public enum ICMPv6Message: Hashable, Sendable {
         case .neighborSolicitation: ICMPv6Type.neighborSolicitation
         case .neighborAdvertisement: ICMPv6Type.neighborAdvertisement
         case .redirect: ICMPv6Type.redirect
+        case .multicastListenerQuery: ICMPv6Type.multicastListenerQuery
+        case .multicastListenerReport: ICMPv6Type.multicastListenerReport
+        case .multicastListenerDone: ICMPv6Type.multicastListenerDone
+        case .multicastListenerReportV2: ICMPv6Type.multicastListenerReportV2
         case .other(let type, _, _): type
         }
     }
@@ -205,6 +230,7 @@ public enum ICMPv6Message: Hashable, Sendable {
         switch self {
         case .routerAdvertisement: 16
         case .neighborSolicitation, .neighborAdvertisement: 24
+        case .multicastListenerQuery, .multicastListenerReport, .multicastListenerDone: 24
         case .redirect: 40
         default: 8
         }
@@ -247,6 +273,16 @@ public enum ICMPv6Message: Hashable, Sendable {
             span.put(UInt32(0), at: F.rest)
             target.write(to: &span, at: 8)
             destination.write(to: &span, at: 24)
+        case .multicastListenerQuery(let code, let group):
+            span.put(code, at: 4)
+            span.put(UInt16(0), at: 6)
+            group.write(to: &span, at: 8)
+        case .multicastListenerReport(let group), .multicastListenerDone(let group):
+            span.put(UInt32(0), at: F.rest)
+            group.write(to: &span, at: 8)
+        case .multicastListenerReportV2(let count):
+            span.put(UInt16(0), at: 4)
+            span.put(count, at: 6)
         case .other(_, _, let rest):
             span.put(rest, at: F.rest)
         }
@@ -262,5 +298,52 @@ public enum ICMPv6Message: Hashable, Sendable {
                      source: IPv6Address, destination: IPv6Address) {
         span.copy(body, to: headerLength)
         emit(into: &span, bodyLength: body.byteCount, source: source, destination: destination)
+    }
+}
+
+/// One multicast address record of an MLDv2 report (RFC 3810 §5.2.4).
+public struct MulticastAddressRecord: Hashable, Sendable {
+    /// Record types (RFC 3810 §5.2.12).
+    public enum Kind: UInt8, Sendable {
+        case modeIsInclude = 1, modeIsExclude, changeToInclude, changeToExclude, allowNewSources, blockOldSources
+    }
+
+    public var kind: Kind
+    public var group: IPv6Address
+    public var sources: [IPv6Address]
+
+    public init(_ kind: Kind, group: IPv6Address, sources: [IPv6Address] = []) {
+        self.kind = kind
+        self.group = group
+        self.sources = sources
+    }
+
+    public var length: Int { 20 + 16 * sources.count }
+
+    /// Writes the record at `offset` of `span` (no auxiliary data).
+    public func emit(into span: inout MutableRawSpan, at offset: Int) {
+        span.put(kind.rawValue, at: offset)
+        span.put(UInt8(0), at: offset + 1)
+        span.put(UInt16(sources.count), at: offset + 2)
+        group.write(to: &span, at: offset + 4)
+        for (index, source) in sources.enumerated() { source.write(to: &span, at: offset + 20 + 16 * index) }
+    }
+
+    /// The `count` records of a report body; throws when one is cut short or
+    /// of an unknown type.
+    public static func parse(_ body: RawSpan, count: Int) throws(WireError) -> [MulticastAddressRecord] {
+        var records: [MulticastAddressRecord] = []
+        var offset = 0
+        for _ in 0..<count {
+            guard body.byteCount - offset >= 20 else { throw WireError(.icmpv6, .truncated) }
+            guard let kind = Kind(rawValue: body.u8(offset)) else { throw WireError(.icmpv6, .badValue) }
+            let sourceCount = Int(body.u16(offset + 2))
+            let length = 20 + 16 * sourceCount + 4 * Int(body.u8(offset + 1))
+            guard body.byteCount - offset >= length else { throw WireError(.icmpv6, .truncated) }
+            let sources = (0..<sourceCount).map { IPv6Address(body, at: offset + 20 + 16 * $0) }
+            records.append(MulticastAddressRecord(kind, group: IPv6Address(body, at: offset + 4), sources: sources))
+            offset += length
+        }
+        return records
     }
 }

@@ -43,6 +43,7 @@ enum CoreBenchmark {
         configuration.gratuitousARPCount = 0
         configuration.ipv6Startup.dadTransmits = 0
         configuration.ipv6Startup.routerSolicitations = 0
+        configuration.ipv6Startup.mldRobustness = 0
         let stack = Stack(configuration: configuration, now: .zero, seed: 7)
         var now = Instant.zero
         // Resolve the host both ways, so replies go out at once.

@@ -33,6 +33,7 @@ enum TCPCoreBenchmark {
             server.gratuitousARPCount = 0
             server.ipv6Startup.dadTransmits = 0
             server.ipv6Startup.routerSolicitations = 0
+            server.ipv6Startup.mldRobustness = 0
             var client = server
             client.mac = MACAddress(2, 0, 0, 0, 0, 0x64)
             client.ipv4Addresses = [InterfaceAddress(CoreBenchmark.hostIPv4, prefixLength: 24)]

@@ -140,12 +140,27 @@ import Testing
             "\(error)" == "x.toml: tcp.ecn: \"sometimes\" is not one of off, passive, active"
         }
         #expect(try ConfigurationFile.parse("[tcp]\necn = \"active\"\n", source: "x.toml").stackConfiguration.tcp.ecn == .active)
-        let caps = try ConfigurationFile.parse("[limits]\nsocket-buffer-memory = 2097152\nsyn-queue = 16\n", source: "x.toml")
+        #expect {
+            _ = try ConfigurationFile.parse("[limits]\npath-mtu-entries = 0\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: limits.path-mtu-entries: must be 1...1000000"
+        }
+        #expect {
+            _ = try ConfigurationFile.parse("[ipv6]\nmld-robustness = 8\n", source: "x.toml")
+        } throws: { error in
+            "\(error)" == "x.toml: ipv6.mld-robustness: must be 0...7"
+        }
+        let caps = try ConfigurationFile.parse(
+            "[limits]\nsocket-buffer-memory = 2097152\nsyn-queue = 16\npath-mtu-entries = 8\n[ipv6]\nmld-robustness = 0\n",
+            source: "x.toml")
         #expect(caps.stackConfiguration.socketBufferMemory == 2 << 20 && caps.stackConfiguration.tcp.synQueueLimit == 16)
+        #expect(caps.stackConfiguration.pathMTUEntries == 8 && caps.stackConfiguration.ipv6Startup.mldRobustness == 0)
         // The embedded defaults are the core's.
         let standard = try DaemonConfiguration.standard().stackConfiguration
         let core = StackConfiguration.standard
         #expect(standard.socketBufferMemory == core.socketBufferMemory && standard.tcp.synQueueLimit == core.tcp.synQueueLimit)
+        #expect(standard.pathMTUEntries == core.pathMTUEntries
+                && standard.ipv6Startup.mldRobustness == core.ipv6Startup.mldRobustness)
         let unlimited = try ConfigurationFile.parse("[limits]\nicmp-destination-interval-ms = 0\n", source: "x.toml")
         #expect(unlimited.stackConfiguration.icmp.perDestinationInterval == nil)
         #expect(DaemonConfiguration().stackConfiguration.icmp.perDestinationInterval == .seconds(1))

@@ -45,6 +45,7 @@ public struct LinkedStacks: Sendable {
         hostConfiguration.gratuitousARPCount = 0
         hostConfiguration.ipv6Startup.dadTransmits = 0
         hostConfiguration.ipv6Startup.routerSolicitations = 0
+        hostConfiguration.ipv6Startup.mldRobustness = 0
         configure(&hostConfiguration)
         hostConfiguration.mac = MACAddress(2, 0, 0, 0, 0, 0x64)
         stack = try RunningStack(configuration: stackConfiguration, device: link.first, seed: 1)

@@ -104,6 +104,7 @@ public final class Simulation {
         right.gratuitousARPCount = 0
         right.ipv6Startup.dadTransmits = 0
         right.ipv6Startup.routerSolicitations = 0
+        right.ipv6Startup.mldRobustness = 0
         configure(&left)
         configure(&right)
         configureRight(&right)

@@ -60,6 +60,8 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case echoToBroadcastIgnored
     /// An NDP message failing validation (hop limit, source, options: RFC 4861 §6.1, §7.1).
     case ndpInvalid
+    /// An MLD query not from a router on the link, or of no version's length (RFC 3810 §5.1.14, §8.1).
+    case mldInvalid
 
     // Neighbours and output.
     /// A frame waiting for address resolution pushed out by newer ones.
@@ -133,6 +135,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .icmpIgnored: "icmp.ignored"
         case .echoToBroadcastIgnored: "icmp.echoToBroadcastIgnored"
         case .ndpInvalid: "ndp.invalid"
+        case .mldInvalid: "mld.invalid"
         case .neighborQueueOverflow: "neighbor.queueOverflow"
         case .neighborUnreachable: "neighbor.unreachable"
         case .outputBuffersExhausted: "output.buffersExhausted"
@@ -176,6 +179,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case pathMTULowered
     /// Urgent marks received (RFC 9293 §3.8.5).
     case tcpUrgentReceived
+    /// MLD queries answered and reports sent (RFC 3810).
+    case mldQueriesReceived, mldReportsSent
 
     public var description: String {
         switch self {
@@ -211,6 +216,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
         case .pathMTULowered: "ip.pathMTULowered"
         case .tcpUrgentReceived: "tcp.urgentReceived"
+        case .mldQueriesReceived: "mld.queriesReceived"
+        case .mldReportsSent: "mld.reportsSent"
         case .tcpECNNegotiated: "tcp.ecnNegotiated"
         case .tcpCongestionExperienced: "tcp.ecnCongestionExperienced"
         case .tcpECNReductions: "tcp.ecnReductions"

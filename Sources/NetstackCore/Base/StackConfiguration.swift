@@ -121,6 +121,9 @@ public struct IPv6StartupSettings: Sendable {
     /// Router solicitations sent on start (RFC 4861 §10 MAX_RTR_SOLICITATIONS).
     public var routerSolicitations = 3
     public var routerSolicitationInterval: Duration = .seconds(4)
+    /// MLDv2's robustness variable (RFC 3810 §9.1): each state change is
+    /// reported this many times; 0 sends no MLD at all.
+    public var mldRobustness = 2
 }
 
 /// Whether TCP negotiates ECN (RFC 3168 §6.1.1).

@@ -248,9 +248,12 @@ extension Stack {
                              : .hopLimitExceeded, quoted: body)
         case .parameterProblem(let code, let pointer):
             receiveICMPError(IPv6.self, .parameterProblem(code: code, pointer: Int(pointer)), quoted: body)
-        case .echoReply, .routerSolicitation, .redirect, .other:
-            // Hosts ignore solicitations for routers (RFC 4861 §6.2.6) and may
-            // ignore redirects; MLD queries need no answer on a point-to-point TAP.
+        case .multicastListenerQuery(let code, let group):
+            receiveMulticastListenerQuery(datagram, maximumResponseCode: code, group: group, body: body)
+        case .echoReply, .routerSolicitation, .redirect, .multicastListenerReport, .multicastListenerDone,
+             .multicastListenerReportV2, .other:
+            // Hosts ignore solicitations for routers (RFC 4861 §6.2.6) and
+            // may ignore redirects; an MLDv2 listener ignores others' reports.
             counters.drop(.icmpIgnored)
         }
     }

@@ -198,6 +198,7 @@ public enum ConfigurationFile {
         }
         if var ipv6 = try top.section("ipv6") {
             if let transmits = try ipv6.int("dad-transmits") { configuration.dadTransmits = transmits }
+            if let robustness = try ipv6.int("mld-robustness") { configuration.mldRobustness = robustness }
             if let solicitations = try ipv6.int("router-solicitations") {
                 configuration.routerSolicitations = solicitations
             }

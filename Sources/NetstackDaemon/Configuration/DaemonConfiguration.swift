@@ -34,6 +34,7 @@ public struct DaemonConfiguration: Sendable {
     public var busyPoll: Duration?
     public var dadTransmits = 1
     public var routerSolicitations = 3
+    public var mldRobustness = 2
     public var reassemblyMemory = 4 * 1024 * 1024
     public var neighborEntries = 1024
     public var icmpErrorsPerSecond = 1000
@@ -82,6 +83,7 @@ public struct DaemonConfiguration: Sendable {
         stack.ipv6Gateway = ipv6Gateway
         stack.ipv6LinkLocal = ipv6LinkLocal
         stack.ipv6Startup.dadTransmits = dadTransmits
+        stack.ipv6Startup.mldRobustness = mldRobustness
         stack.ipv6Startup.routerSolicitations = routerSolicitations
         stack.reassembly.totalBytes = reassemblyMemory
         stack.neighbors.maximumEntries = neighborEntries
@@ -173,6 +175,9 @@ public struct DaemonConfiguration: Sendable {
         }
         guard (0...10).contains(dadTransmits) else {
             throw ConfigurationError(field: "ipv6.dad-transmits", message: "must be 0...10")
+        }
+        guard (0...7).contains(mldRobustness) else {
+            throw ConfigurationError(field: "ipv6.mld-robustness", message: "must be 0...7")
         }
         guard (0...10).contains(routerSolicitations) else {
             throw ConfigurationError(field: "ipv6.router-solicitations", message: "must be 0...10")

@@ -73,6 +73,11 @@ max-clients-per-process = 8192
 dad-transmits = 1
 # Router solicitations sent once the link-local address is ready.
 router-solicitations = 3
+# MLDv2 (RFC 3810) for the solicited-node groups, so that switches that
+# snoop MLD deliver neighbour solicitations: every change is reported this
+# many times (the robustness variable) and queries are answered; 0 sends no
+# MLD.
+mld-robustness = 2
 
 [tcp]
 # Explicit congestion notification (RFC 3168): "passive" answers a peer that

@@ -37,6 +37,7 @@ public struct CaptureReplay {
         configuration.gratuitousARPCount = 0
         configuration.ipv6Startup.dadTransmits = 0
         configuration.ipv6Startup.routerSolicitations = 0
+        configuration.ipv6Startup.mldRobustness = 0
         return configuration
     }
 
