@@ -153,6 +153,23 @@ import Testing
         #expect(driver.stack.counters[.icmpErrorsReceived] == 1)
     }
 
+    /// Linux answers an echo request whatever its code and keeps the code.
+    @Test func echoWithANonZeroCodeIsAnsweredWithTheCodeKept() {
+        let driver = resolvedDriver()
+        let data: [UInt8] = Array(0..<24)
+        driver.receive(host.ipv4Packet(.icmp, HostFrames.icmpv4(.other(type: 8, code: 3, restOfHeader: 0x0007_0001),
+                                                                body: data)))
+        driver.receive(host.icmpv6Packet(.other(type: 128, code: 5, restOfHeader: 0x0007_0002), body: data))
+        let replies = driver.takeSent()
+        #expect(replies.count == 2)
+        guard case .icmpv4(.other(type: 0, code: 3, restOfHeader: 0x0007_0001))? = replies.first?.transport,
+              case .icmpv6(.other(type: 129, code: 5, restOfHeader: 0x0007_0002))? = replies.last?.transport else {
+            Issue.record("expected echo replies with codes 3 and 5, got \(replies)")
+            return
+        }
+        #expect(replies.allSatisfy { $0.payload.count == data.count })
+    }
+
     @Test func broadcastPingIsIgnoredAndMulticastPingAnsweredFromLinkLocal() {
         let driver = resolvedDriver()
         driver.receive(host.echoRequest4(destination: IPv4Address(192, 168, 69, 255), linkDestination: .broadcast))

@@ -143,7 +143,7 @@ public protocol IPVersion: Sendable {
     /// §2.4(c) for IPv6: it fits in the minimum MTU).
     static var icmpErrorMaximumLength: Int { get }
     /// Writes an echo reply (header, copied data, checksum) at the start of `span`.
-    static func emitEchoReply(identifier: UInt16, sequence: UInt16, data: RawSpan,
+    static func emitEchoReply(identifier: UInt16, sequence: UInt16, code: UInt8, data: RawSpan,
                               source: Address, destination: Address, into span: inout MutableRawSpan)
 }
 
@@ -277,9 +277,11 @@ public enum IPv4: IPVersion {
         message.emit(into: &span, bodyLength: quotedLength)
     }
 
-    public static func emitEchoReply(identifier: UInt16, sequence: UInt16, data: RawSpan, source: IPv4Address,
-                                     destination: IPv4Address, into span: inout MutableRawSpan) {
-        ICMPv4Message.echoReply(identifier: identifier, sequence: sequence).emit(into: &span, body: data)
+    public static func emitEchoReply(identifier: UInt16, sequence: UInt16, code: UInt8, data: RawSpan,
+                                     source: IPv4Address, destination: IPv4Address, into span: inout MutableRawSpan) {
+        let message: ICMPv4Message = code == 0 ? .echoReply(identifier: identifier, sequence: sequence)
+            : .other(type: ICMPv4Type.echoReply, code: code, restOfHeader: UInt32(identifier) << 16 | UInt32(sequence))
+        message.emit(into: &span, body: data)
     }
 }
 
@@ -388,10 +390,11 @@ public enum IPv6: IPVersion {
         message.emit(into: &span, bodyLength: quotedLength, source: source, destination: destination)
     }
 
-    public static func emitEchoReply(identifier: UInt16, sequence: UInt16, data: RawSpan, source: IPv6Address,
-                                     destination: IPv6Address, into span: inout MutableRawSpan) {
-        ICMPv6Message.echoReply(identifier: identifier, sequence: sequence)
-            .emit(into: &span, body: data, source: source, destination: destination)
+    public static func emitEchoReply(identifier: UInt16, sequence: UInt16, code: UInt8, data: RawSpan,
+                                     source: IPv6Address, destination: IPv6Address, into span: inout MutableRawSpan) {
+        let message: ICMPv6Message = code == 0 ? .echoReply(identifier: identifier, sequence: sequence)
+            : .other(type: ICMPv6Type.echoReply, code: code, restOfHeader: UInt32(identifier) << 16 | UInt32(sequence))
+        message.emit(into: &span, body: data, source: source, destination: destination)
     }
 }
 

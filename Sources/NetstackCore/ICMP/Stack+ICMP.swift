@@ -2,8 +2,9 @@ import NetstackWire
 
 extension Stack {
     /// Answers an echo request with the same identifier, sequence number and
-    /// data (RFC 792, RFC 4443 §4.2), from the address it was sent to.
-    func answerEcho<I: IPVersion>(_ request: IPDatagram<I>, identifier: UInt16, sequence: UInt16,
+    /// data (RFC 792, RFC 4443 §4.2), from the address it was sent to; the
+    /// code is kept, as Linux keeps it.
+    func answerEcho<I: IPVersion>(_ request: IPDatagram<I>, identifier: UInt16, sequence: UInt16, code: UInt8 = 0,
                                   data: RawSpan) {
         let layer = I.layer(of: self)
         let source: I.Address
@@ -21,7 +22,7 @@ extension Stack {
               !I.isBroadcast(request.source, in: layer) else { return counters.drop(.martianSource) }
         let sent = sendIP(I.self, source: source, destination: request.source, protocol: I.icmpProtocol,
                           payloadLength: 8 + data.byteCount) { span in
-            I.emitEchoReply(identifier: identifier, sequence: sequence, data: data, source: source,
+            I.emitEchoReply(identifier: identifier, sequence: sequence, code: code, data: data, source: source,
                             destination: request.source, into: &span)
         }
         if sent { counters.count(.echoRequestsAnswered) }

@@ -132,6 +132,10 @@ extension Stack {
                              : .hopLimitExceeded, quoted: icmp.body)
         case .parameterProblem(let code, let pointer):
             receiveICMPError(IPv4.self, .parameterProblem(code: code, pointer: Int(pointer)), quoted: icmp.body)
+        case .other(ICMPv4Type.echoRequest, let code, let rest):
+            // A code other than 0 is answered as Linux does, the code kept.
+            answerEcho(datagram, identifier: UInt16(rest >> 16), sequence: UInt16(truncatingIfNeeded: rest),
+                       code: code, data: icmp.body)
         case .echoReply, .other:
             counters.drop(.icmpIgnored)
         }

@@ -248,6 +248,10 @@ extension Stack {
                              : .hopLimitExceeded, quoted: body)
         case .parameterProblem(let code, let pointer):
             receiveICMPError(IPv6.self, .parameterProblem(code: code, pointer: Int(pointer)), quoted: body)
+        case .other(ICMPv6Type.echoRequest, let code, let rest):
+            // A code other than 0 is answered as Linux does, the code kept.
+            answerEcho(datagram, identifier: UInt16(rest >> 16), sequence: UInt16(truncatingIfNeeded: rest),
+                       code: code, data: body)
         case .multicastListenerQuery(let code, let group):
             receiveMulticastListenerQuery(datagram, maximumResponseCode: code, group: group, body: body)
         case .echoReply, .routerSolicitation, .redirect, .multicastListenerReport, .multicastListenerDone,
