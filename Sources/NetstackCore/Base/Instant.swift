@@ -37,7 +37,11 @@ extension Duration {
     /// which is several times cheaper than `components` (no wide division):
     /// every timer the stack arms goes through here.
     public var nanoseconds: Int64 {
-        Int64(clamping: attoseconds / 1_000_000_000)
+        let attoseconds = self.attoseconds
+        // Below about 9.2 s the value fits 64 bits, and a 64-bit division
+        // is far cheaper than the 128-bit one.
+        if let small = Int64(exactly: attoseconds) { return small / 1_000_000_000 }
+        return Int64(clamping: attoseconds / 1_000_000_000)
     }
 
     /// The duration in seconds, as a floating-point number.
