@@ -13,25 +13,12 @@ import Testing
         stack.tcpSockets(I.self).first { $0.id == id }?.sendMSS
     }
 
-    /// Connects left to right across the router and moves `count` bytes left
-    /// to right; returns the client socket once all arrived intact.
+    /// Moves `count` bytes left to right across the router; returns the
+    /// client socket once all arrived intact.
     func bulk<I: IPVersion>(_ simulation: Simulation, _ version: I.Type, to server: I.Address, port: UInt16,
                             count: Int) throws -> SocketID {
-        let listener = simulation.right.tcpOpen(I.self)
-        try simulation.right.tcpBind(I.self, listener, to: .any(port: port))
-        try simulation.right.tcpListen(I.self, listener, backlog: 8)
-        let client = simulation.left.tcpOpen(I.self)
-        try simulation.left.tcpConnect(I.self, client, to: Endpoint(server, port))
-        let sender = BulkEndpoint<I>(socket: client, total: count, sendSeed: 3, receiveSeed: 0)
-        var receiver: BulkEndpoint<I>?
-        let done = simulation.run(for: .seconds(60)) { sim in
-            if receiver == nil, let accepted = try? sim.right.tcpAccept(I.self, listener) {
-                receiver = BulkEndpoint<I>(socket: accepted, total: 0, sendSeed: 0, receiveSeed: 3)
-            }
-            sender.step(sim.left)
-            receiver?.step(sim.right)
-        } until: { _ in sender.sent == count && (receiver?.received ?? 0) == count }
-        #expect(done, "all \(count) bytes across the router")
+        let (client, receiver) = try simulation.bulkTransfer(I.self, to: server, port: port, count: count)
+        #expect(receiver?.received == count, "all \(count) bytes across the router")
         #expect(receiver?.error == nil && receiver?.mismatches == 0)
         return client
     }

@@ -350,3 +350,29 @@ public final class BulkEndpoint<I: IPVersion> {
 
     public var done: Bool { (finished && sent == total) || error != nil }
 }
+
+extension Simulation {
+    /// Listens on the right stack at `port`, connects from the left and
+    /// sends `count` pattern bytes left to right (within `limit` of simulated
+    /// time). Returns the client socket and the receiving end, whose
+    /// `received` and `mismatches` say how it went.
+    public func bulkTransfer<I: IPVersion>(_ version: I.Type, to server: I.Address, port: UInt16, count: Int,
+                                           limit: Duration = .seconds(60)) throws(SocketError)
+        -> (client: SocketID, receiver: BulkEndpoint<I>?) {
+        let listener = right.tcpOpen(I.self)
+        try right.tcpBind(I.self, listener, to: .any(port: port))
+        try right.tcpListen(I.self, listener, backlog: 8)
+        let client = left.tcpOpen(I.self)
+        try left.tcpConnect(I.self, client, to: Endpoint(server, port))
+        let sender = BulkEndpoint<I>(socket: client, total: count, sendSeed: 3, receiveSeed: 0)
+        var receiver: BulkEndpoint<I>?
+        run(for: limit) { sim in
+            if receiver == nil, let accepted = try? sim.right.tcpAccept(I.self, listener) {
+                receiver = BulkEndpoint<I>(socket: accepted, total: 0, sendSeed: 0, receiveSeed: 3)
+            }
+            sender.step(sim.left)
+            receiver?.step(sim.right)
+        } until: { _ in sender.sent == count && (receiver?.received ?? 0) == count }
+        return (client, receiver)
+    }
+}

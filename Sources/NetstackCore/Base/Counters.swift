@@ -179,6 +179,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case pathMTULowered
     /// Urgent marks received (RFC 9293 §3.8.5).
     case tcpUrgentReceived
+    /// Initial slow starts that HyStart++ ended before any loss (RFC 9406).
+    case tcpHyStartExits
     /// MLD queries answered and reports sent (RFC 3810).
     case mldQueriesReceived, mldReportsSent
 
@@ -216,6 +218,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
         case .pathMTULowered: "ip.pathMTULowered"
         case .tcpUrgentReceived: "tcp.urgentReceived"
+        case .tcpHyStartExits: "tcp.hyStartExits"
         case .mldQueriesReceived: "mld.queriesReceived"
         case .mldReportsSent: "mld.reportsSent"
         case .tcpECNNegotiated: "tcp.ecnNegotiated"

@@ -168,6 +168,10 @@ public struct TCPSettings: Sendable {
     public var synAckRetries = 5
     /// Retransmissions of data before the connection is aborted (tcp_retries2).
     public var maximumRetransmissions = 15
+    /// HyStart++ (RFC 9406) in the initial slow start: leave it when the
+    /// round trip grows, before the queue overflows (Linux's CUBIC has
+    /// HyStart on by default too).
+    public var hyStart = true
     /// Keepalive timing of new sockets (each may change its own).
     public var keepalive = KeepaliveTiming()
     /// Half-open connections per listener before SYN cookies (or drops).

@@ -14,6 +14,9 @@ protocol CongestionController {
     /// The connection was idle for longer than a retransmission timeout
     /// (RFC 5681 §4.1): restart from the initial window.
     mutating func restartAfterIdle(mss: Int)
+    /// Slow start ends without a loss (HyStart++): the threshold becomes
+    /// the window.
+    mutating func endSlowStart()
 }
 
 /// The initial window of RFC 6928: min(10·MSS, max(2·MSS, 14600)).
@@ -94,6 +97,13 @@ enum CongestionControl: CongestionController {
         case .cubic(var c): c.restartAfterIdle(mss: mss); self = .cubic(c)
         }
     }
+
+    mutating func endSlowStart() {
+        switch self {
+        case .newReno(var c): c.endSlowStart(); self = .newReno(c)
+        case .cubic(var c): c.endSlowStart(); self = .cubic(c)
+        }
+    }
 }
 
 /// NewReno (RFC 5681, RFC 6582): slow start by up to one MSS per ACK,
@@ -140,6 +150,10 @@ struct NewReno: CongestionController {
 
     mutating func restartAfterIdle(mss: Int) {
         window = min(window, initialWindow(mss: mss))
+    }
+
+    mutating func endSlowStart() {
+        slowStartThreshold = window
     }
 }
 
@@ -243,5 +257,90 @@ struct Cubic: CongestionController {
     mutating func restartAfterIdle(mss: Int) {
         window = min(window, initialWindow(mss: mss))
         epochStart = nil
+    }
+
+    mutating func endSlowStart() {
+        slowStartThreshold = window
+        epochStart = nil
+    }
+}
+
+/// HyStart++ (RFC 9406): leaves the initial slow start when the round trip
+/// grows, before the queue it is filling overflows. Each round (a window of
+/// data, from SND.NXT when it began to its acknowledgment) keeps its smallest
+/// RTT sample; once a round has 8 samples and its minimum exceeds the last
+/// round's by an eighth of it (4 to 16 ms), slow start turns conservative
+/// (CSS: a quarter of the growth) for 5 rounds, then congestion avoidance
+/// begins. A round in CSS whose minimum falls back below the one that began
+/// CSS was a false alarm: slow start resumes. It runs only while the
+/// threshold is still unset (RFC 9406 §4.3: the initial slow start), so a
+/// loss, which sets it, ends HyStart++ for the connection.
+struct HyStart {
+    enum Verdict: Equatable {
+        case slowStart
+        /// Conservative slow start: grow by a quarter.
+        case conservative
+        /// Set the threshold to the window: congestion avoidance.
+        case endSlowStart
+    }
+
+    static let minimumThreshold: Int64 = 4_000_000
+    static let maximumThreshold: Int64 = 16_000_000
+    static let thresholdDivisor: Int64 = 8
+    static let samplesPerRound = 8
+    static let conservativeRounds = 5
+    static let growthDivisor = 4
+
+    private var roundEnd: SequenceNumber?
+    private var lastRoundMinimum = Int64.max
+    private var currentRoundMinimum = Int64.max
+    private var samples = 0
+    /// In CSS: the minimum RTT that started it, and the rounds left.
+    private var conservative: (baseline: Int64, roundsLeft: Int)?
+    private(set) var finished = false
+
+    /// An ACK in the initial slow start that acknowledged new data up to
+    /// `acknowledgment`, with `sample` if it gave an RTT measurement;
+    /// `sendNext` is where the next round will end.
+    mutating func acknowledged(_ acknowledgment: SequenceNumber, sendNext: SequenceNumber,
+                               sample: Duration?) -> Verdict {
+        guard !finished else { return .slowStart }
+        if roundEnd.map({ acknowledgment - $0 >= 0 }) ?? true {
+            // A new round (RFC 9406 §4.2).
+            roundEnd = sendNext
+            lastRoundMinimum = currentRoundMinimum
+            currentRoundMinimum = .max
+            samples = 0
+            if var css = conservative {
+                css.roundsLeft -= 1
+                conservative = css
+                if css.roundsLeft == 0 {
+                    finished = true
+                    return .endSlowStart
+                }
+            }
+        }
+        if let sample {
+            currentRoundMinimum = min(currentRoundMinimum, sample.nanoseconds)
+            samples += 1
+        }
+        guard samples >= Self.samplesPerRound, currentRoundMinimum != .max else {
+            return conservative == nil ? .slowStart : .conservative
+        }
+        if let css = conservative {
+            if currentRoundMinimum < css.baseline {
+                conservative = nil
+                return .slowStart
+            }
+            return .conservative
+        }
+        guard lastRoundMinimum != .max else { return .slowStart }
+        let threshold = min(max(lastRoundMinimum / Self.thresholdDivisor, Self.minimumThreshold),
+                            Self.maximumThreshold)
+        if currentRoundMinimum >= lastRoundMinimum + threshold {
+            conservative = (currentRoundMinimum, Self.conservativeRounds)
+            return .conservative
+        }
+        return .slowStart
     }
 }

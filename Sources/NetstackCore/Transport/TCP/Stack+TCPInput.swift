@@ -448,7 +448,7 @@ extension Stack {
             }
         }
         if acked > 0 {
-            takeRTTSample(connection, segment)
+            let sample = takeRTTSample(connection, segment)
             connection.rtt.resetBackoff()
             connection.retransmissions = 0
             connection.keepaliveProbes = 0
@@ -481,7 +481,19 @@ extension Stack {
                     counters.count(.tcpECNReductions)
                 }
             } else {
-                connection.congestion.acknowledged(acked, mss: connection.sendMSS, now: now,
+                var growth = acked
+                if configuration.tcp.hyStart, connection.congestion.slowStartThreshold == .max {
+                    switch connection.hyStart.acknowledged(ack, sendNext: connection.sendNext, sample: sample) {
+                    case .slowStart:
+                        break
+                    case .conservative:
+                        growth = max(1, min(acked, 2 * connection.sendMSS) / HyStart.growthDivisor)
+                    case .endSlowStart:
+                        connection.congestion.endSlowStart()
+                        counters.count(.tcpHyStartExits)
+                    }
+                }
+                connection.congestion.acknowledged(growth, mss: connection.sendMSS, now: now,
                                                    rtt: connection.rtt.smoothed)
             }
             connection.duplicateAcknowledgments = 0
@@ -556,14 +568,21 @@ extension Stack {
 
     /// RTT from the echoed timestamp (RFC 7323 §4), or from the one segment
     /// timed when timestamps are off (Karn: never a retransmitted one).
-    private func takeRTTSample<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+    private func takeRTTSample<I: IPVersion>(_ connection: TCPConnection<I>,
+                                             _ segment: IncomingSegment) -> Duration? {
         if connection.timestampsEnabled, let timestamp = segment.options.timestamp, timestamp.echoReply != 0 {
             let elapsed = Int32(bitPattern: connection.timestampValue(now) &- timestamp.echoReply)
-            if elapsed >= 0 { connection.rtt.sample(.milliseconds(Int(elapsed))) }
+            guard elapsed >= 0 else { return nil }
+            let sample = Duration.milliseconds(Int(elapsed))
+            connection.rtt.sample(sample)
+            return sample
         } else if let timed = connection.timedSegment, segment.acknowledgment - timed.end >= 0 {
-            connection.rtt.sample(now - timed.sent)
+            let sample = now - timed.sent
+            connection.rtt.sample(sample)
             connection.timedSegment = nil
+            return sample
         }
+        return nil
     }
 
     /// RFC 9293 §3.8.5 with RFC 6093's reading: the pointer names the byte

@@ -217,6 +217,8 @@ final class TCPConnection<I: IPVersion> {
     /// SND.UP (RFC 9293 §3.8.5): the sequence number after the last urgent
     /// byte sent with `urgent`, until it is acknowledged.
     var sendUrgent: SequenceNumber?
+    /// HyStart++'s state in the initial slow start (RFC 9406).
+    var hyStart = HyStart()
     /// The last urgent byte the peer marked (its pointer less one, RFC 6093
     /// §4), until the application reads past it; the data stays inline.
     var receiveUrgent: SequenceNumber?
