@@ -18,7 +18,9 @@
 #  - Choices the RFCs leave open, stated once as substitutions applied to
 #    every script's expected outbound lines: the stack's SYN option order
 #    (mss, sackOK, TS, nop, wscale, as Linux) for FreeBSD's (mss, nop,
-#    wscale, sackOK, TS), and its window scale 7 for FreeBSD's default 6;
+#    wscale, sackOK, TS), and without timestamps or window scaling
+#    (mss, nop, nop, sackOK) for FreeBSD's (mss, sackOK, eol, eol); its
+#    window scale 7 for FreeBSD's default 6;
 #    and the receive buffer SO_RCVBUF reports once connected: the size set
 #    (65536), where FreeBSD rounds it up to a multiple of the MSS (65700 with
 #    1460, 66240 with 1440).
@@ -85,6 +87,7 @@ for script in "${scripts[@]}"; do
     sed -E '/^[[:space:]]*[+0-9.]+[[:space:]]+>/ {
         s/<mss ([0-9]+),nop,wscale 6,sackOK,TS val ([0-9]+) ecr ([0-9]+)/<mss \1,sackOK,TS val \2 ecr \3,nop,wscale 7/
         s/<mss ([0-9]+),nop,wscale ([0-9]+),sackOK,TS val ([0-9]+) ecr ([0-9]+)/<mss \1,sackOK,TS val \3 ecr \4,nop,wscale \2/
+        s/<mss ([0-9]+),sackOK,eol,eol>/<mss \1,nop,nop,sackOK>/
     }
     s/(getsockopt\([0-9]+, SOL_SOCKET, SO_RCVBUF, )\[(65700|66240)\]/\1[65536]/' "$path" > "$copy"
     rm -f "$work/sysctl" "$work/sockets"

@@ -181,6 +181,9 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpUrgentReceived
     /// Initial slow starts that HyStart++ ended before any loss (RFC 9406).
     case tcpHyStartExits
+    /// D-SACK blocks sent and received; fast recoveries undone because every
+    /// retransmission of them was reported as a duplicate (RFC 2883, RFC 3708).
+    case tcpDSACKSent, tcpDSACKReceived, tcpRecoveriesUndone
     /// MLD queries answered and reports sent (RFC 3810).
     case mldQueriesReceived, mldReportsSent
 
@@ -219,6 +222,9 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .pathMTULowered: "ip.pathMTULowered"
         case .tcpUrgentReceived: "tcp.urgentReceived"
         case .tcpHyStartExits: "tcp.hyStartExits"
+        case .tcpDSACKSent: "tcp.dsackSent"
+        case .tcpDSACKReceived: "tcp.dsackReceived"
+        case .tcpRecoveriesUndone: "tcp.recoveriesUndone"
         case .mldQueriesReceived: "mld.queriesReceived"
         case .mldReportsSent: "mld.reportsSent"
         case .tcpECNNegotiated: "tcp.ecnNegotiated"

@@ -276,11 +276,20 @@ extension Stack {
            Int32(bitPattern: timestamp.value &- connection.recentTimestamp) < 0,
            now - connection.recentTimestampTime < .seconds(24 * 24 * 3600) {
             connection.acknowledgeNow = true
+            if segment.sequence + segment.payload.byteCount - connection.receiveNext <= 0 {
+                noteDuplicate(connection, segment.sequence, length: segment.payload.byteCount)
+            }
             return counters.drop(.tcpPAWS)
         }
         let acceptance = sequenceAcceptance(connection, segment)
         if acceptance == .unacceptable {
-            if !segment.hasRST { connection.acknowledgeNow = true }
+            if !segment.hasRST {
+                connection.acknowledgeNow = true
+                // Old data sent again (not data past the window): a D-SACK.
+                if segment.sequence + segment.payload.byteCount - connection.receiveNext <= 0 {
+                    noteDuplicate(connection, segment.sequence, length: segment.payload.byteCount)
+                }
+            }
             return counters.drop(.tcpOutOfWindow)
         }
         // RFC 7323 §4.3: remember the timestamp of the segment the next ACK is for.
@@ -431,6 +440,13 @@ extension Stack {
     private func processAcknowledgment<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
         let ack = segment.acknowledgment
         let acked = ack - connection.sendUnacknowledged
+        let blocks = segment.options.sack
+        // RFC 2883 §4: a first block below the cumulative ACK, or inside the
+        // second, reports a duplicate, not new data.
+        let duplicateReport = connection.sackPermitted && !blocks.isEmpty
+            && (SequenceNumber(blocks[0].right) - ack <= 0
+                || (blocks.count > 1 && SequenceNumber(blocks[0].left) - SequenceNumber(blocks[1].left) >= 0
+                    && SequenceNumber(blocks[1].right) - SequenceNumber(blocks[0].right) >= 0))
         var windowChanged = false
         // The window is taken from the newest segment (SND.WL1/WL2 rule).
         if connection.sendWindowUpdateSequence - segment.sequence < 0
@@ -468,6 +484,7 @@ extension Stack {
                 if ack - connection.recoveryPoint >= 0 {
                     connection.inRecovery = false
                     connection.congestion.exitRecovery(mss: connection.sendMSS)
+                    undoNeedlessRecovery(connection)
                 } else {
                     // A partial acknowledgment (RFC 6582 §3.2 step 5).
                     connection.retransmitImmediately = true
@@ -510,14 +527,18 @@ extension Stack {
             }
             signal(connection.id)
         } else if acked == 0, connection.flightSize > 0, segment.payload.byteCount == 0,
-                  !segment.hasSYN, !segment.hasFIN, !windowChanged || !segment.options.sack.isEmpty {
-            // A duplicate acknowledgment (RFC 5681 §2).
+                  !segment.hasSYN, !segment.hasFIN, !windowChanged || !segment.options.sack.isEmpty,
+                  !(duplicateReport && blocks.count == 1) {
+            // A duplicate acknowledgment (RFC 5681 §2); one that only reports
+            // a duplicate says nothing of loss.
             connection.duplicateAcknowledgments += 1
         }
+        if duplicateReport {
+            receivedDuplicateReport(connection, SequenceNumber(blocks[0].left), SequenceNumber(blocks[0].right))
+        }
         // RFC 6675 Update(): SACK blocks within (SND.UNA, SND.MAX].
-        let blocks = segment.options.sack
         if connection.sackPermitted {
-            for index in 0..<blocks.count {
+            for index in (duplicateReport ? 1 : 0)..<blocks.count {
                 let left = SequenceNumber(blocks[index].left) - connection.sendUnacknowledged
                 let right = SequenceNumber(blocks[index].right) - connection.sendUnacknowledged
                 let flight = connection.flightSize
@@ -535,12 +556,39 @@ extension Stack {
             connection.probeOutstanding = nil
             connection.recoveryPoint = connection.sendMaximum
             connection.highRetransmitted = connection.sendUnacknowledged
+            connection.recoveryUndo = connection.sackPermitted ? RecoveryUndo(before: connection.congestion) : nil
             connection.congestion.enterRecovery(flightSize: connection.flightSize, mss: connection.sendMSS, now: now)
             counters.count(.tcpFastRecoveries)
             connection.timedSegment = nil
             connection.retransmitImmediately = true
             connection.recoveryRetransmissions.removeAll()
         }
+    }
+
+    /// A D-SACK arrived (RFC 2883): if it shows a retransmission of the last
+    /// fast recovery arrived twice, that one was needless; when all were,
+    /// the recovery is undone.
+    private func receivedDuplicateReport<I: IPVersion>(_ connection: TCPConnection<I>, _ left: SequenceNumber,
+                                                       _ right: SequenceNumber) {
+        counters.count(.tcpDSACKReceived)
+        guard var undo = connection.recoveryUndo,
+              let index = undo.retransmitted.firstIndex(where: { left - $0.start >= 0 && $0.end - right >= 0 })
+        else { return }
+        undo.retransmitted.remove(at: index)
+        undo.duplicated += 1
+        connection.recoveryUndo = undo
+        if !connection.inRecovery { undoNeedlessRecovery(connection) }
+    }
+
+    /// RFC 3708 §3: every retransmission of the recovery was received twice,
+    /// so nothing was lost (the segments were reordered): the window cut is
+    /// taken back, as Linux's DSACK undo does, unless the window has since
+    /// grown past it.
+    private func undoNeedlessRecovery<I: IPVersion>(_ connection: TCPConnection<I>) {
+        guard let undo = connection.recoveryUndo, undo.isSpurious else { return }
+        connection.recoveryUndo = nil
+        if undo.before.window > connection.congestion.window { connection.congestion = undo.before }
+        counters.count(.tcpRecoveriesUndone)
     }
 
     /// A retransmission is lost when data sent after it has been SACKed and
@@ -601,6 +649,14 @@ extension Stack {
         signal(connection.id)
     }
 
+    /// Data that arrived before (below RCV.NXT, or inside what is held out of
+    /// order): the next ACK reports it in a D-SACK block (RFC 2883 §4), so
+    /// that the sender can tell a needless retransmission.
+    private func noteDuplicate<I: IPVersion>(_ connection: TCPConnection<I>, _ start: SequenceNumber, length: Int) {
+        guard connection.sackPermitted, length > 0 else { return }
+        connection.duplicateReport = (start, start + length)
+    }
+
     /// Data of an acceptable segment (RFC 9293 §3.10.7.4 seventh check):
     /// trimmed to the window; in order it becomes readable (with any
     /// out-of-order data it now joins), out of order it is kept at its offset.
@@ -609,6 +665,7 @@ extension Stack {
         var payload = segment.payload
         let early = connection.receiveNext - sequence
         if early > 0 {
+            noteDuplicate(connection, sequence, length: min(early, payload.byteCount))
             guard early < payload.byteCount else {
                 connection.acknowledgeNow = true
                 return
@@ -663,7 +720,9 @@ extension Stack {
             }
             signal(connection.id)
         } else {
-            if connection.outOfOrder.insert(offset..<(offset + written)) {
+            if connection.outOfOrder.ranges.contains(where: { $0.lowerBound <= offset && offset + written <= $0.upperBound }) {
+                noteDuplicate(connection, sequence, length: written)
+            } else if connection.outOfOrder.insert(offset..<(offset + written)) {
                 connection.latestOutOfOrder = (sequence, sequence + written)
             }
             // Out of order: a duplicate ACK at once (RFC 5681 §4.2), with SACK.

@@ -223,6 +223,14 @@ extension Stack {
         let end = plan.sequence + plan.length + (plan.fin ? 1 : 0)
         if connection.sendMaximum - plan.sequence > 0 {
             counters.count(.tcpRetransmissions)
+            if connection.inRecovery, var undo = connection.recoveryUndo {
+                if undo.retransmitted.count < RecoveryUndo.tracked {
+                    undo.retransmitted.append((plan.sequence, end))
+                } else {
+                    undo.overflowed = true
+                }
+                connection.recoveryUndo = undo
+            }
             if connection.inRecovery {
                 if end - connection.highRetransmitted > 0 { connection.highRetransmitted = end }
                 if connection.recoveryRetransmissions.count < 64 {
@@ -442,7 +450,13 @@ extension Stack {
         let echo = connection.state == .synSent ? 0 : connection.recentTimestamp
         if isSYN {
             header.options.append(.maximumSegmentSize(UInt16(clamping: maximumSegmentSize(I.self))))
+            // Laid out as Linux does: SACK-permitted beside the timestamps,
+            // or after two no-ops without them; wscale after one.
             if connection.sackPermitted {
+                if !connection.timestampsEnabled {
+                    header.options.append(.noOperation)
+                    header.options.append(.noOperation)
+                }
                 header.options.append(.sackPermitted)
             } else if connection.timestampsEnabled {
                 header.options.append(.noOperation)
@@ -465,6 +479,11 @@ extension Stack {
                     header.options.append(.noOperation)
                     header.options.append(.noOperation)
                     header.options.append(.sack(blocks))
+                }
+                if connection.duplicateReport != nil {
+                    // Each duplicate is reported once (RFC 2883 §4).
+                    connection.duplicateReport = nil
+                    counters.count(.tcpDSACKSent)
                 }
             }
         }

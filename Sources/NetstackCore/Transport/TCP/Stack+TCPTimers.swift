@@ -71,6 +71,8 @@ extension Stack {
         connection.timedSegment = nil
         if connection.state.isSynchronized {
             connection.congestion.timedOut(flightSize: connection.flightSize, mss: connection.sendMSS, now: now)
+            // A timeout is no reordering: the last recovery stays done.
+            connection.recoveryUndo = nil
             connection.inRecovery = false
             connection.duplicateAcknowledgments = 0
             connection.recoveryPoint = connection.sendMaximum

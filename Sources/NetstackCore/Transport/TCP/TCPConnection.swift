@@ -219,6 +219,12 @@ final class TCPConnection<I: IPVersion> {
     var sendUrgent: SequenceNumber?
     /// HyStart++'s state in the initial slow start (RFC 9406).
     var hyStart = HyStart()
+    /// A duplicate segment received, to report in the next ACK's first SACK
+    /// block (a D-SACK, RFC 2883 §4).
+    var duplicateReport: (left: SequenceNumber, right: SequenceNumber)?
+    /// What a fast recovery changed, to undo it if every retransmission of
+    /// it turns out to have been needless (RFC 2883 §5, RFC 3708).
+    var recoveryUndo: RecoveryUndo?
     /// The last urgent byte the peer marked (its pointer less one, RFC 6093
     /// §4), until the application reads past it; the data stays inline.
     var receiveUrgent: SequenceNumber?
@@ -376,8 +382,8 @@ final class TCPConnection<I: IPVersion> {
     /// header and options never push a segment past the path MTU (RFC 9293
     /// §3.7.1: the MSS counts data only; options come out of it).
     var segmentPayloadLimit: Int {
-        guard sackPermitted, !outOfOrder.isEmpty else { return sendMSS }
-        let blocks = min(outOfOrder.ranges.count, sackBlockLimit)
+        guard sackPermitted, !outOfOrder.isEmpty || duplicateReport != nil else { return sendMSS }
+        let blocks = min(outOfOrder.ranges.count + (duplicateReport == nil ? 0 : 1), sackBlockLimit)
         return sendMSS - (2 + 2 + 8 * blocks)
     }
 
@@ -385,7 +391,10 @@ final class TCPConnection<I: IPVersion> {
     /// the most recently received first, then the others from the lowest.
     func sackBlocks(limit: Int) -> SACKBlocks {
         var blocks = SACKBlocks()
-        guard sackPermitted, !outOfOrder.isEmpty, limit > 0 else { return blocks }
+        guard sackPermitted, limit > 0 else { return blocks }
+        // A D-SACK goes first (RFC 2883 §4).
+        if let duplicate = duplicateReport { blocks.append(left: duplicate.left.rawValue, right: duplicate.right.rawValue) }
+        guard !outOfOrder.isEmpty else { return blocks }
         var first: Range<Int>?
         if let latest = latestOutOfOrder {
             let start = latest.start - receiveNext
@@ -404,4 +413,21 @@ final class TCPConnection<I: IPVersion> {
     func timestampValue(_ now: Instant) -> UInt32 {
         UInt32(truncatingIfNeeded: now.nanoseconds / 1_000_000) &+ timestampOffset
     }
+}
+
+/// A fast recovery's undo record (RFC 2883 §5, RFC 3708): the congestion
+/// state before it cut the window, and the retransmissions it made that no
+/// D-SACK has yet shown to be duplicates. When each has been reported as
+/// received twice, the original arrived after all (reordering, not loss),
+/// and the cut is undone.
+struct RecoveryUndo {
+    var before: CongestionControl
+    var retransmitted: [(start: SequenceNumber, end: SequenceNumber)] = []
+    /// More retransmissions than are tracked: no undo for this recovery.
+    var overflowed = false
+    var duplicated = 0
+
+    static let tracked = 64
+
+    var isSpurious: Bool { !overflowed && duplicated > 0 && retransmitted.isEmpty }
 }
