@@ -66,6 +66,9 @@ enum ScriptConfiguration {
         default: break
         }
         if let on = number("net.inet.tcp.syncookies") { configuration.tcp.synCookies = on != 0 }
+        // FreeBSD's insecure modes: RFC 793's RST and SYN rules, not RFC 5961's.
+        if let on = number("net.inet.tcp.insecure_rst") { configuration.tcp.challengeResets = on == 0 }
+        if let on = number("net.inet.tcp.insecure_syn") { configuration.tcp.challengeSyns = on == 0 }
         if let milliseconds = number("net.inet.tcp.delacktime") {
             configuration.tcp.delayedAckTimeout = .milliseconds(milliseconds)
         }

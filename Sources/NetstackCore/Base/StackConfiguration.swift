@@ -168,6 +168,14 @@ public struct TCPSettings: Sendable {
     public var synAckRetries = 5
     /// Retransmissions of data before the connection is aborted (tcp_retries2).
     public var maximumRetransmissions = 15
+    /// RFC 5961's defences against blind injection: a RST not exactly at
+    /// RCV.NXT (§3) and a SYN in a synchronized state (§4) get a challenge
+    /// ACK. Off, RFC 793's rules apply: a RST anywhere in the window resets,
+    /// and so does a SYN (with a RST of our own), as with FreeBSD's
+    /// insecure_rst and insecure_syn. Linux has no off switch; neither
+    /// should a stack facing the Internet.
+    public var challengeResets = true
+    public var challengeSyns = true
     /// HyStart++ (RFC 9406) in the initial slow start: leave it when the
     /// round trip grows, before the queue overflows (Linux's CUBIC has
     /// HyStart on by default too).

@@ -301,9 +301,12 @@ extension Stack {
         }
 
         // Second: RST (RFC 5961 §3.2): exactly at RCV.NXT resets, elsewhere in
-        // the window earns a challenge ACK.
+        // the window earns a challenge ACK (unless RFC 793's rule is asked
+        // for: anywhere in the window resets).
         if segment.hasRST {
-            guard segment.sequence == connection.receiveNext else { return challengeAcknowledgment(connection) }
+            guard segment.sequence == connection.receiveNext || !configuration.tcp.challengeResets else {
+                return challengeAcknowledgment(connection)
+            }
             switch connection.state {
             case .synReceived where connection.parent != nil:
                 destroy(connection)
@@ -319,8 +322,14 @@ extension Stack {
             return
         }
 
-        // Fourth: SYN in a synchronized state (RFC 5961 §4.2): challenge ACK.
-        if segment.hasSYN { return challengeAcknowledgment(connection) }
+        // Fourth: SYN in a synchronized state (RFC 5961 §4.2): challenge ACK;
+        // by RFC 793's rule (page 71) it is an error that resets.
+        if segment.hasSYN {
+            guard configuration.tcp.challengeSyns else {
+                return abort(connection, sendReset: true, error: .connectionReset)
+            }
+            return challengeAcknowledgment(connection)
+        }
 
         // Fifth: ACK.
         guard segment.hasACK else { return counters.drop(.tcpRejected) }
