@@ -176,6 +176,9 @@ public struct TCPSettings: Sendable {
     /// should a stack facing the Internet.
     public var challengeResets = true
     public var challengeSyns = true
+    /// RACK's time-based loss detection (RFC 8985 §6) beside the
+    /// duplicate-ACK rule, on connections with SACK (Linux's default too).
+    public var rack = true
     /// HyStart++ (RFC 9406) in the initial slow start: leave it when the
     /// round trip grows, before the queue overflows (Linux's CUBIC has
     /// HyStart on by default too).

@@ -493,6 +493,7 @@ extension Stack {
                 if ack - connection.recoveryPoint >= 0 {
                     connection.inRecovery = false
                     connection.congestion.exitRecovery(mss: connection.sendMSS)
+                    connection.rack.recoveryEnded()
                     undoNeedlessRecovery(connection)
                 } else {
                     // A partial acknowledgment (RFC 6582 §3.2 step 5).
@@ -556,10 +557,43 @@ extension Stack {
             }
         }
         if connection.inRecovery { detectLostRetransmissions(connection) }
-        // Loss detection: DupThresh duplicate ACKs, or enough SACKed above SND.UNA.
+        if connection.sackPermitted && configuration.tcp.rack {
+            var delivered: [(left: SequenceNumber, right: SequenceNumber)] = []
+            for index in (duplicateReport ? 1 : 0)..<blocks.count {
+                delivered.append((SequenceNumber(blocks[index].left), SequenceNumber(blocks[index].right)))
+            }
+            let echoed = connection.timestampsEnabled ? segment.options.timestamp?.echoReply : nil
+            connection.rack.acknowledgment(connection.sendUnacknowledged, blocks: delivered, now: now,
+                                           echoed: echoed) { connection.timestampValue($0) }
+            if duplicateReport {
+                connection.rack.duplicateReported(now: now, smoothed: (connection.rtt.smoothed ?? .zero).nanoseconds)
+            }
+            detectLossByTime(connection)
+        }
+        startRecoveryIfLost(connection)
+    }
+
+    /// RACK's pass over what is in flight (RFC 8985 §6.2 step 5).
+    func detectLossByTime<I: IPVersion>(_ connection: TCPConnection<I>) {
+        let una = connection.sendUnacknowledged
+        let scoreboard = connection.scoreboard
+        let sacked = scoreboard.ranges.reduce(0) { $0 + $1.count }
+        connection.rack.detectLoss(now: now, smoothed: (connection.rtt.smoothed ?? connection.rtt.timeout).nanoseconds,
+                                   inRecovery: connection.inRecovery,
+                                   sackedSegments: sacked / max(connection.sendMSS, 1)) { start, end in
+            let low = start - una
+            let high = end - una
+            return scoreboard.ranges.contains { $0.lowerBound <= low && high <= $0.upperBound }
+        }
+    }
+
+    /// Loss detection: DupThresh duplicate ACKs, or enough SACKed above
+    /// SND.UNA, or RACK's time rule: fast recovery begins.
+    func startRecoveryIfLost<I: IPVersion>(_ connection: TCPConnection<I>) {
+        let rack = connection.sackPermitted && configuration.tcp.rack
         if !connection.inRecovery, connection.state.isSynchronized, connection.flightSize > 0,
            connection.sendUnacknowledged - connection.recoveryPoint >= 0,
-           connection.duplicateAcknowledgments >= duplicateThreshold(connection) || lossBoundary(connection) > 0 {
+           (!rack && connection.duplicateAcknowledgments >= duplicateThreshold(connection)) || lossBoundary(connection) > 0 {
             connection.inRecovery = true
             connection.probeDeadline = nil
             connection.probeOutstanding = nil

@@ -221,6 +221,9 @@ extension Stack {
         sendSegment(connection, flags: flags, sequence: plan.sequence, payload: offset..<(offset + plan.length),
                     urgentPointer: urgentPointer)
         let end = plan.sequence + plan.length + (plan.fin ? 1 : 0)
+        if connection.sackPermitted && configuration.tcp.rack {
+            connection.rack.sent(plan.sequence, end, at: now, retransmission: connection.sendMaximum - plan.sequence > 0)
+        }
         if connection.sendMaximum - plan.sequence > 0 {
             counters.count(.tcpRetransmissions)
             if connection.inRecovery, var undo = connection.recoveryUndo {
@@ -337,6 +340,12 @@ extension Stack {
             return presumed ? min(mss, connection.flightSize) : 0
         }
         let ranges = connection.scoreboard.ranges
+        // With RACK (RFC 8985), its time rule replaces the duplicate
+        // threshold, as in Linux: first transmissions below its point are lost.
+        if configuration.tcp.rack {
+            return connection.rack.lostThrough.map { min(max(0, $0 - connection.sendUnacknowledged),
+                                                         connection.flightSize) } ?? 0
+        }
         guard !ranges.isEmpty else { return 0 }
         var need = (threshold - 1) * mss + 1
         var boundary = 0

@@ -29,6 +29,12 @@ extension Stack {
             retransmissionTimeout(connection)
             if connection.state == .closed { return }
         }
+        if let deadline = connection.rack.deadline, deadline <= now {
+            // The reordering timer (RFC 8985 §6.3): what was waiting for
+            // the window may be overdue now.
+            detectLossByTime(connection)
+            startRecoveryIfLost(connection)
+        }
         if let deadline = connection.probeDeadline, deadline <= now {
             sendProbe(connection)
         }
@@ -73,6 +79,7 @@ extension Stack {
             connection.congestion.timedOut(flightSize: connection.flightSize, mss: connection.sendMSS, now: now)
             // A timeout is no reordering: the last recovery stays done.
             connection.recoveryUndo = nil
+            connection.rack.forgetLosses()
             connection.inRecovery = false
             connection.duplicateAcknowledgments = 0
             connection.recoveryPoint = connection.sendMaximum

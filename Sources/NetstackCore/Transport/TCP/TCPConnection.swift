@@ -225,6 +225,8 @@ final class TCPConnection<I: IPVersion> {
     /// What a fast recovery changed, to undo it if every retransmission of
     /// it turns out to have been needless (RFC 2883 §5, RFC 3708).
     var recoveryUndo: RecoveryUndo?
+    /// RACK's record of what was sent and what was delivered (RFC 8985).
+    var rack = RACKState()
     /// The last urgent byte the peer marked (its pointer less one, RFC 6093
     /// §4), until the application reads past it; the data stays inline.
     var receiveUrgent: SequenceNumber?
@@ -367,6 +369,7 @@ final class TCPConnection<I: IPVersion> {
     /// This connection's earliest timer.
     var nextDeadline: Instant? {
         var deadline = earliest(retransmitDeadline, delayedAckDeadline)
+        deadline = earliest(deadline, rack.deadline)
         deadline = earliest(deadline, probeDeadline)
         deadline = earliest(deadline, persistDeadline)
         deadline = earliest(deadline, keepaliveDeadline)
