@@ -39,17 +39,29 @@ import Testing
         #expect(with.seconds * 2 < without.seconds)
     }
 
-    /// Random loss: RACK finds it as fast (no timeouts), with no more
-    /// retransmissions.
+    /// Random loss, over six seeds: RACK finds it about as fast as three
+    /// duplicate ACKs do (within a tenth in total time), with no more
+    /// timeouts and no more retransmissions.
     @Test func lossIsStillFoundAtOnce() throws {
         let faults = LinkFaults(loss: 0.01)
-        let without = try transfer(rack: false, faults: faults, seed: 42, count: 4_000_000)
-        let with = try transfer(rack: true, faults: faults, seed: 42, count: 4_000_000)
-        print("1% loss, 4 MB: RACK \(with.retransmissions) retransmissions, \(with.timeouts) timeouts in "
+        var with = Run(retransmissions: 0, recoveries: 0, timeouts: 0, seconds: 0)
+        var without = with
+        for seed in UInt64(42)...47 {
+            let a = try transfer(rack: false, faults: faults, seed: seed, count: 4_000_000)
+            let b = try transfer(rack: true, faults: faults, seed: seed, count: 4_000_000)
+            without.retransmissions += a.retransmissions
+            without.timeouts += a.timeouts
+            without.seconds += a.seconds
+            with.retransmissions += b.retransmissions
+            with.recoveries += b.recoveries
+            with.timeouts += b.timeouts
+            with.seconds += b.seconds
+        }
+        print("1% loss, 6 × 4 MB: RACK \(with.retransmissions) retransmissions, \(with.timeouts) timeouts in "
               + "\(with.seconds) s; duplicate ACKs \(without.retransmissions), \(without.timeouts) in \(without.seconds) s")
         #expect(with.recoveries > 0)
         #expect(with.timeouts <= without.timeouts)
-        #expect(with.retransmissions <= without.retransmissions + 2)
-        #expect(with.seconds <= without.seconds * 1.05)
+        #expect(with.retransmissions <= without.retransmissions)
+        #expect(with.seconds <= without.seconds * 1.1)
     }
 }

@@ -20,6 +20,9 @@ struct RACKState {
         /// A first transmission sent again since: its time says nothing of
         /// the copy that was delivered.
         var superseded = false
+        /// SACKed already: the cumulative ACK that covers it later is no
+        /// new delivery (and no sign of reordering).
+        var delivered = false
     }
 
     private(set) var originals: Deque<Record> = []
@@ -93,7 +96,7 @@ struct RACKState {
             roundTrip = max(elapsed, 0)
         }
         while let first = originals.first, first.end - acknowledged <= 0 {
-            deliver(first)
+            if !first.delivered { deliver(first) }
             originals.removeFirst()
         }
         if !resent.isEmpty {
@@ -111,7 +114,10 @@ struct RACKState {
                 if originals[middle].end - last <= 0 { low = middle + 1 } else { high = middle }
             }
             // A burst sent at once, partly SACKed, was delivered at its time.
-            if low < originals.count, originals[low].start - last <= 0 { deliver(originals[low]) }
+            if low < originals.count, originals[low].start - last <= 0, !originals[low].delivered {
+                deliver(originals[low])
+                originals[low].delivered = true
+            }
             for record in resent where record.start - block.left >= 0 && block.right - record.end >= 0
                 && timely(record) {
                 deliver(record)
