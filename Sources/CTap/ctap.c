@@ -117,6 +117,29 @@ int ctap_set_mtu(const char *name, int mtu) {
     return interface_ioctl(name, SIOCSIFMTU, &ifr);
 }
 
+int ctap_get_queue_length(const char *name, int *length) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = interface_ioctl(name, SIOCGIFTXQLEN, &ifr);
+    if (rc == 0) {
+        *length = ifr.ifr_qlen;
+    }
+    return rc;
+}
+
+int ctap_set_queue_length(const char *name, int length) {
+    struct ifreq ifr;
+    int rc = copy_name(&ifr, name);
+    if (rc < 0) {
+        return rc;
+    }
+    ifr.ifr_qlen = length;
+    return interface_ioctl(name, SIOCSIFTXQLEN, &ifr);
+}
+
 int ctap_get_mac(const char *name, unsigned char mac[6]) {
     struct ifreq ifr;
     int rc = copy_name(&ifr, name);

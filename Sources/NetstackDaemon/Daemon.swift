@@ -81,14 +81,22 @@ public enum Daemon {
         var description: String
     }
 
-    /// Opens the TAP device at the configured MTU, with the offloads the
-    /// kernel accepts, and brings it up.
+    /// Frames the kernel may queue for the engine, at least.
+    static let minimumQueueLength = 16_384
+
+    /// Opens the TAP device at the configured MTU and a queue of at least
+    /// `minimumQueueLength` frames, with the offloads the kernel accepts, and
+    /// brings it up.
     static func openDevice(_ configuration: DaemonConfiguration,
                            offloads: inout TapOffloadReport) throws(StartupError) -> TapDevice {
         do {
             let device = try TapDevice.openForStack(name: configuration.interface, offloads: configuration.offloads,
                                                     report: &offloads)
             if try device.mtu() != configuration.mtu { try device.setMTU(configuration.mtu) }
+            // The TAP's queue is the stack's receive ring: a deeper one rides
+            // out the moments the engine thread is not running (under a SYN
+            // flood the default 1000 overflowed and real clients' SYNs went).
+            if try device.queueLength() < Self.minimumQueueLength { try device.setQueueLength(Self.minimumQueueLength) }
             try device.bringUp()
             return device
         } catch {

@@ -161,8 +161,12 @@ struct TCPServiceTests {
             // A client whose SYN the TAP's queue dropped retries after 1 s and 3 s.
             let reply = namespace.execute("echo during\(client) | nc -N -w 5 192.168.69.1 7")
             // Only an answer that came while the flood still ran counts.
-            if reply.status == 0 && reply.output == "during\(client)\n" && flood.isRunning { answered += 1 }
             let took = ContinuousClock.now - began
+            if reply.status == 0 && reply.output == "during\(client)\n" && flood.isRunning {
+                answered += 1
+            } else {
+                slow.append("client \(client) not echoed after \(took): status \(reply.status), \(reply.output.debugDescription)")
+            }
             if took > .milliseconds(900) { slow.append("client \(client): \(took)") }
             peak = max(peak, daemon.residentMemory)
         }
@@ -182,6 +186,10 @@ struct TCPServiceTests {
         print("SYN flood: \(cookies) SYN cookies sent in \(floodTime), \(dropped) frames dropped by the TAP's queue,",
               "resident memory \(before >> 20) → \(peak >> 20) MiB, \(answered) of 20 clients echoed during the flood;",
               "slower than 0.9 s: \(slow)")
+        if answered < 20 {
+            print("SYN flood counters: " + counters.filter { $0.key.hasPrefix("tcp.") || $0.key.hasPrefix("drop.tcp") }
+                .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        }
     }
 
     /// Frames the host side of tap0 dropped on the way to the stack (its

@@ -44,6 +44,9 @@ int ctap_get_mtu(const char *name, int *mtu);
 
 /// Sets the interface MTU. Returns 0 or `-errno`.
 int ctap_set_mtu(const char *name, int mtu);
+/// The kernel's queue of frames waiting for the reader (txqueuelen).
+int ctap_get_queue_length(const char *name, int *length);
+int ctap_set_queue_length(const char *name, int length);
 
 /// Reads the kernel side's hardware address (6 bytes) into `mac`.
 /// Returns 0 or `-errno`.

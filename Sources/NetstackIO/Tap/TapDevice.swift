@@ -64,6 +64,18 @@ public struct TapDevice: ~Copyable {
         try check(ctap_set_mtu(name, Int32(clamping: mtu)), .setMTU)
     }
 
+    /// How many frames the kernel holds for the stack to read before it
+    /// drops them (the interface's txqueuelen; a tun device starts at 1000).
+    public func queueLength() throws(TapError) -> Int {
+        var value: Int32 = 0
+        try check(ctap_get_queue_length(name, &value), .queueLength)
+        return Int(value)
+    }
+
+    public func setQueueLength(_ length: Int) throws(TapError) {
+        try check(ctap_set_queue_length(name, Int32(clamping: length)), .queueLength)
+    }
+
     /// The kernel side's MAC address (the host's end of the link, not the stack's).
     public func kernelMAC() throws(TapError) -> MACAddress {
         var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0)

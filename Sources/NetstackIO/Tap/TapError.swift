@@ -10,6 +10,7 @@ public struct TapError: Error, Hashable, Sendable, CustomStringConvertible {
         case bringUp = "bring up"
         case readMTU = "read MTU"
         case setMTU = "set MTU"
+        case queueLength = "set queue length"
         case readMAC = "read MAC address"
         case setMAC = "set MAC address"
         case setOffload = "set offloads"
