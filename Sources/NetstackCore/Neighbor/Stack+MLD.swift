@@ -156,8 +156,9 @@ extension Stack {
             return
         }
         mld.version1Until = nil
-        // Header 8 + hop-by-hop 8 + ICMPv6 header 8 before the records.
-        let room = ipv6.linkMTU - IPv6.headerLength - 16
+        // After the IPv6 header: the hop-by-hop header and the report's own
+        // 8 bytes, then the records.
+        let room = ipv6.linkMTU - IPv6.headerLength - 8 - 8
         var batch: [MulticastAddressRecord] = []
         var length = 0
         func flush() {
