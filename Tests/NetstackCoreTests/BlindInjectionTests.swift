@@ -15,18 +15,7 @@ import Testing
         var configuration = FixtureReplay.replayConfiguration
         configure(&configuration)
         let driver = StackDriver(configuration)
-        driver.receive(host.arp(.request, target: host.stackIPv4))
-        let listener = driver.stack.tcpOpen(IPv4.self)
-        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
-        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
-        _ = driver.takeSent()
-        driver.receive(host.tcp(40000, 80, sequence: 1000, acknowledgment: 0, flags: .syn,
-                                options: [.maximumSegmentSize(1460)]))
-        guard case .tcp(let synAck)? = driver.takeSent().first?.transport else { throw SocketError.closed }
-        let ours = synAck.sequenceNumber &+ 1
-        driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours, flags: .ack))
-        let id = try #require(try driver.stack.tcpAccept(IPv4.self, listener))
-        _ = driver.takeSent()
+        let (id, ours) = try driver.acceptConnection(from: host)
         return (driver, id, ours)
     }
 

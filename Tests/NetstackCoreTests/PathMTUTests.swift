@@ -60,22 +60,12 @@ import Testing
     /// socket and the sequence number of the first byte in flight.
     func connectionWithDataInFlight() throws -> (StackDriver, SocketID, UInt32) {
         let driver = StackDriver()
-        driver.receive(host.arp(.request, target: host.stackIPv4))
-        let listener = driver.stack.tcpOpen(IPv4.self)
-        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
-        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
-        _ = driver.takeSent()
-        driver.receive(host.tcp(40000, 80, sequence: 1000, acknowledgment: 0, flags: .syn,
-                                options: [.maximumSegmentSize(1460)]))
-        let synAck = try #require(driver.takeSent().first)
-        guard case .tcp(let header) = synAck.transport else { throw SocketError.closed }
-        driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: header.sequenceNumber &+ 1, flags: .ack))
-        let id = try #require(try driver.stack.tcpAccept(IPv4.self, listener))
+        let (id, first) = try driver.acceptConnection(from: host)
         let data = [UInt8](repeating: 9, count: 4000)
         _ = try data.withSpan { span throws(SocketError) in try driver.stack.tcpSend(IPv4.self, id, span) }
         driver.advance(by: .zero)
         #expect(driver.takeSent().contains { $0.payload.count == 1460 }, "full segments in flight")
-        return (driver, id, header.sequenceNumber &+ 1)
+        return (driver, id, first)
     }
 
     func fragmentationNeeded(quoting packet: [UInt8], mtu: UInt16) -> [UInt8] {

@@ -22,9 +22,11 @@ struct MulticastListenerState {
     /// (RFC 3810 §8.2.1).
     var version1Until: Instant?
 
+    /// Asked on every turn of the engine: no allocation.
     var nextDeadline: Instant? {
-        [changeDeadline, generalResponseDeadline, groupResponses.values.map(\.deadline).min()]
-            .compactMap { $0 }.min()
+        var deadline = earliest(changeDeadline, generalResponseDeadline)
+        for response in groupResponses.values { deadline = earliest(deadline, response.deadline) }
+        return deadline
     }
 }
 
@@ -82,6 +84,7 @@ extension Stack {
             mld.generalResponseDeadline = nil
             sendListenerRecords(mld.groups.sorted().map { MulticastAddressRecord(.modeIsExclude, group: $0) })
         }
+        guard !mld.groupResponses.isEmpty else { return }
         let due = mld.groupResponses.filter { $0.value.deadline <= now }
         guard !due.isEmpty else { return }
         var records: [MulticastAddressRecord] = []

@@ -1,4 +1,5 @@
 import DequeModule
+import NetstackWire
 
 /// RACK's time-based loss detection (RFC 8985 §6): a segment is lost when a
 /// segment sent after it has been delivered (ACKed or SACKed) and more than
@@ -68,12 +69,12 @@ struct RACKState {
         }
     }
 
-    /// An ACK arrived: `acknowledged` is the new SND.UNA, `blocks` the SACK
-    /// blocks that are not D-SACKs. Updates what was delivered last
-    /// (RFC 8985 §6.2 steps 1–3).
+    /// An ACK arrived: `acknowledged` is the new SND.UNA, `blocks` its SACK
+    /// blocks from `firstBlock` on (a D-SACK before it is no delivery).
+    /// Updates what was delivered last (RFC 8985 §6.2 steps 1–3).
     /// `echoed` is the ACK's timestamp echo, when timestamps are on, and
     /// `timestamp` our timestamp clock at a given time.
-    mutating func acknowledgment(_ acknowledged: SequenceNumber, blocks: [(left: SequenceNumber, right: SequenceNumber)],
+    mutating func acknowledgment(_ acknowledged: SequenceNumber, blocks: SACKBlocks, from firstBlock: Int,
                                  now: Instant, echoed: UInt32?, timestamp: (Instant) -> UInt32) {
         /// Whether a retransmission, not an earlier copy, was what arrived
         /// (§6.2 step 2): the echo is no older than the retransmission, or
@@ -103,7 +104,8 @@ struct RACKState {
             for record in resent where record.end - acknowledged <= 0 && timely(record) { deliver(record) }
             resent.removeAll { $0.end - acknowledged <= 0 }
         }
-        for block in blocks {
+        for index in firstBlock..<max(firstBlock, blocks.count) {
+            let block = (left: SequenceNumber(blocks[index].left), right: SequenceNumber(blocks[index].right))
             // The record holding the block's last byte (originals by binary
             // search; a retransmission that covers it, if sent later).
             let last = block.right - 1

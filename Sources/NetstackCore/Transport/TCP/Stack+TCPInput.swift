@@ -558,13 +558,9 @@ extension Stack {
         }
         if connection.inRecovery { detectLostRetransmissions(connection) }
         if connection.sackPermitted && configuration.tcp.rack {
-            var delivered: [(left: SequenceNumber, right: SequenceNumber)] = []
-            for index in (duplicateReport ? 1 : 0)..<blocks.count {
-                delivered.append((SequenceNumber(blocks[index].left), SequenceNumber(blocks[index].right)))
-            }
             let echoed = connection.timestampsEnabled ? segment.options.timestamp?.echoReply : nil
-            connection.rack.acknowledgment(connection.sendUnacknowledged, blocks: delivered, now: now,
-                                           echoed: echoed) { connection.timestampValue($0) }
+            connection.rack.acknowledgment(connection.sendUnacknowledged, blocks: blocks, from: duplicateReport ? 1 : 0,
+                                           now: now, echoed: echoed) { connection.timestampValue($0) }
             if duplicateReport {
                 connection.rack.duplicateReported(now: now, smoothed: (connection.rtt.smoothed ?? .zero).nanoseconds)
             }
