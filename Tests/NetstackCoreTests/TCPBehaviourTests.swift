@@ -381,6 +381,54 @@ import Testing
         }
     }
 
+    /// Under a flood the handshake's ACK and the first data can both be
+    /// lost; the peer's FIN then acknowledges our cookie but starts past its
+    /// first byte. It is dropped, not reset, and the retransmission from the
+    /// first byte opens the connection with nothing lost. An ACK of no
+    /// cookie of ours is still reset.
+    @Test func aCookieConnectionSurvivesItsLostFirstSegments() throws {
+        var configuration = FixtureReplay.replayConfiguration
+        configuration.tcp.synQueueLimit = 0
+        let driver = StackDriver(configuration)
+        let host = HostFrames()
+        driver.receive(host.arp(.request, target: host.stackIPv4))
+        let listener = driver.stack.tcpOpen(IPv4.self)
+        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 7))
+        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
+        _ = driver.takeSent()
+        driver.receive(host.tcp(40000, 7, sequence: 1000, acknowledgment: 0, flags: .syn,
+                                options: [.maximumSegmentSize(1460)]))
+        guard case .tcp(let synAck)? = driver.takeSent().first?.transport else {
+            Issue.record("no SYN-ACK")
+            return
+        }
+        #expect(driver.stack.counters[.tcpSynCookiesSent] == 1)
+        let ours = synAck.sequenceNumber &+ 1
+        // The ACK and "hello" (1001–1005) were lost; the FIN is at 1006.
+        driver.receive(host.tcp(40000, 7, sequence: 1006, acknowledgment: ours, flags: [.fin, .ack]))
+        #expect(driver.takeSent().isEmpty, "no reset")
+        #expect(driver.stack.counters[.tcpCookieAhead] == 1)
+        #expect(try driver.stack.tcpAccept(IPv4.self, listener) == nil)
+        // An acknowledgment of something we never sent is reset.
+        driver.receive(host.tcp(40001, 7, sequence: 1006, acknowledgment: ours, flags: [.fin, .ack]))
+        driver.receive(host.tcp(40000, 7, sequence: 1006, acknowledgment: ours &+ 0x1000, flags: [.fin, .ack]))
+        let resets = driver.takeSent().compactMap { d -> TCPHeader? in
+            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
+        }
+        #expect(resets.map(\.flags) == [.rst, .rst])
+        #expect(driver.stack.counters[.tcpNoSocket] == 2)
+        // The peer's retransmission from its first byte, FIN included.
+        driver.receive(host.tcp(40000, 7, sequence: 1001, acknowledgment: ours, flags: [.fin, .ack, .psh],
+                                payload: Array("hello".utf8)))
+        let accepted = try #require(try driver.stack.tcpAccept(IPv4.self, listener))
+        #expect(driver.stack.counters[.tcpSynCookiesAccepted] == 1)
+        #expect(try receive(driver.stack, accepted) == Array("hello".utf8))
+        let answer = driver.takeSent().compactMap { d -> TCPHeader? in
+            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
+        }.last
+        #expect(answer?.acknowledgmentNumber == 1007, "data and FIN acknowledged")
+    }
+
     /// A SYN with FIN to a listener is dropped (Linux does the same: it is a
     /// scan's probe, not an opening); to a closed port it is reset.
     @Test func synWithFinIsDroppedByAListener() throws {

@@ -160,10 +160,9 @@ struct TCPServiceTests {
             let began = ContinuousClock.now
             // A client whose SYN the TAP's queue dropped retries after 1, 3 and 7 s.
             // It writes a moment after connecting, as an interactive client
-            // does: under a SYN flood the handshake's last ACK and data sent
-            // right behind it can both be lost in the TAP's queue, and then
-            // the FIN alone fails the SYN cookie check and is reset, as Linux
-            // resets it (docs/decisions.md, "The TAP's queue").
+            // does. If its handshake ACK and data are both lost in the TAP's
+            // queue, its FIN is dropped, not reset, and the retransmission
+            // opens the connection (docs/decisions.md, "The TAP's queue").
             let reply = namespace.execute("(sleep 0.2; echo during\(client)) | nc -N -w 10 192.168.69.1 7")
             // Only an answer that came while the flood still ran counts.
             let took = ContinuousClock.now - began

@@ -83,6 +83,10 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case udpBufferMemory
     /// A TCP segment for which no connection or listener exists (RST sent).
     case tcpNoSocket
+    /// A segment to a listener that acknowledges one of its SYN cookies but
+    /// starts past the peer's first byte (what came before was lost):
+    /// dropped without a reset, so the peer's retransmission completes it.
+    case tcpCookieAhead
     /// A TCP segment rejected for its flags or addressing (no ACK in a
     /// synchronized state, broadcast destination, SYN-ACK that acks nothing we sent).
     case tcpRejected
@@ -144,6 +148,7 @@ public enum DropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .udpReceiveQueueFull: "udp.receiveQueueFull"
         case .udpBufferMemory: "udp.bufferMemory"
         case .tcpNoSocket: "tcp.noSocket"
+        case .tcpCookieAhead: "tcp.cookieAhead"
         case .tcpRejected: "tcp.rejected"
         case .tcpSynWithFin: "tcp.synWithFin"
         case .tcpPAWS: "tcp.paws"

@@ -72,15 +72,25 @@ extension Stack {
                 reachedLimit(.tcpConnections)
                 return counters.drop(.tcpConnectionLimit)
             }
-            if !segment.hasSYN, configuration.tcp.synCookies,
-               let connection = acceptCookie(listener, segment, tuple) {
-                counters.count(.tcpSynCookiesAccepted)
-                segmentArrives(connection, segment)
-                if connection.state != .closed {
-                    tcpOutput(connection)
-                    schedule(connection)
+            if !segment.hasSYN, configuration.tcp.synCookies {
+                switch acceptCookie(listener, segment, tuple) {
+                case .accepted(let connection):
+                    counters.count(.tcpSynCookiesAccepted)
+                    segmentArrives(connection, segment)
+                    if connection.state != .closed {
+                        tcpOutput(connection)
+                        schedule(connection)
+                    }
+                    return
+                case .ahead:
+                    // Our cookie, but the segment comes after data that was
+                    // lost with the handshake's ACK (under a flood, the
+                    // TAP's queue drops both): a reset would kill a
+                    // connection the peer's retransmission from its first
+                    // byte completes. Linux resets it; we wait for that.
+                    return counters.drop(.tcpCookieAhead)
+                case .notOurs: break
                 }
-                return
             }
             counters.drop(.tcpNoSocket)
             return sendReset(I.self, answering: segment, tuple)
@@ -845,15 +855,22 @@ extension Stack {
     /// MSS values a cookie can carry (3 bits).
     private static let cookieMSS: [Int] = [216, 536, 1220, 1280, 1400, 1440, 1460, 8960]
 
-    /// The cookie: 5 bits of a 64-second counter, 3 bits of MSS, 24 bits of
-    /// keyed hash over the endpoints, the counter and the peer's sequence.
+    /// The cookie: 5 bits of a 64-second counter, 3 bits of MSS, then two
+    /// 12-bit keyed hashes: one over the endpoints and the counter, one that
+    /// adds the peer's initial sequence number. Accepting needs all 24 bits
+    /// (as strong as one 24-bit hash); the first half alone tells a segment
+    /// of a handshake we answered, sent after data that was lost, from a
+    /// stray one (see `acceptCookie`).
     private func cookie<I: IPVersion>(_ tuple: FourTuple<I>, peerSequence: SequenceNumber, counter: UInt32,
                                       mssIndex: Int) -> UInt32 {
-        var hash = SipHash(key: (tcpSecret.0 ^ 0x5c5c_5c5c, tcpSecret.1))
-        hashEndpoints(&hash, tuple.local, tuple.remote)
-        hash.add(counter)
-        hash.add(peerSequence.rawValue)
-        return (counter & 0x1f) << 27 | UInt32(mssIndex) << 24 | UInt32(truncatingIfNeeded: hash.finalize()) & 0xff_ffff
+        var endpoints = SipHash(key: (tcpSecret.0 ^ 0x5c5c_5c5c, tcpSecret.1))
+        hashEndpoints(&endpoints, tuple.local, tuple.remote)
+        endpoints.add(counter)
+        var sequence = endpoints
+        sequence.add(peerSequence.rawValue)
+        let high = UInt32(truncatingIfNeeded: endpoints.finalize()) & 0xfff
+        let low = UInt32(truncatingIfNeeded: sequence.finalize()) & 0xfff
+        return (counter & 0x1f) << 27 | UInt32(mssIndex) << 24 | high << 12 | low
     }
 
     private var cookieCounter: UInt32 { UInt32(truncatingIfNeeded: now.nanoseconds / 64_000_000_000) }
@@ -876,19 +893,36 @@ extension Stack {
         sendSegment(connection, flags: [.syn, .ack], sequence: connection.initialSendSequence, payload: 0..<0)
     }
 
+    private enum CookieCheck<I: IPVersion> {
+        case accepted(TCPConnection<I>)
+        /// The endpoints' half matches, the sequence half does not: the
+        /// segment's sequence number is past the peer's first byte.
+        case ahead
+        case notOurs
+    }
+
     /// Checks the ACK of a cookie SYN-ACK and, if it is one of ours from the
     /// last two minutes, makes the connection ESTABLISHED.
     private func acceptCookie<I: IPVersion>(_ listener: TCPListener<I>, _ segment: IncomingSegment,
-                                            _ tuple: FourTuple<I>) -> TCPConnection<I>? {
-        guard listener.acceptQueue.count < listener.backlog else { return nil }
+                                            _ tuple: FourTuple<I>) -> CookieCheck<I> {
+        guard listener.acceptQueue.count < listener.backlog else { return .notOurs }
         let isn = (segment.acknowledgment - 1).rawValue
         let peerSequence = segment.sequence - 1
         let counter = isn >> 27
         let index = Int(isn >> 24 & 0x7)
         let current = cookieCounter
-        guard let age = [current, current &- 1].firstIndex(where: { $0 & 0x1f == counter }),
-              cookie(tuple, peerSequence: peerSequence, counter: age == 0 ? current : current &- 1,
-                     mssIndex: index) == isn else { return nil }
+        let candidate: UInt32
+        if current & 0x1f == counter {
+            candidate = current
+        } else if (current &- 1) & 0x1f == counter {
+            candidate = current &- 1
+        } else {
+            return .notOurs
+        }
+        let expected = cookie(tuple, peerSequence: peerSequence, counter: candidate, mssIndex: index)
+        guard expected == isn else {
+            return expected >> 12 == isn >> 12 && (segment.length > 0) ? .ahead : .notOurs
+        }
         let layer = I.layer(of: self)
         let connection = makeConnection(I.self, id: makeSocketID(), state: .synReceived, local: tuple.local,
                                         remote: tuple.remote, options: listener.options,
@@ -921,6 +955,6 @@ extension Stack {
         layer.tcp.insert(connection)
         // Not counted as half-open: it completes right now.
         listener.halfOpen += 1
-        return connection
+        return .accepted(connection)
     }
 }
