@@ -429,6 +429,35 @@ import Testing
         #expect(answer?.acknowledgmentNumber == 1007, "data and FIN acknowledged")
     }
 
+    /// Fast retransmit of a flight that ends with the FIN (no SACK, three
+    /// duplicate ACKs): the retransmission carries the data and the FIN
+    /// flag, never a byte of the ring past the data in the FIN's place.
+    @Test func fastRetransmitOfTheLastDataCarriesTheFinAsAFlag() throws {
+        let host = HostFrames()
+        let driver = StackDriver()
+        let (id, ours) = try driver.acceptConnection(from: host)
+        _ = try Array("hello".utf8).withSpan { span throws(SocketError) in try driver.stack.tcpSend(IPv4.self, id, span) }
+        driver.stack.tcpClose(IPv4.self, id)
+        driver.advance(by: .milliseconds(1))
+        let sent = driver.takeSent().compactMap { d -> Int? in
+            if case .tcp(let tcp) = d.transport { return d.payload.count + (tcp.flags.contains(.fin) ? 1 : 0) }
+            return nil
+        }
+        #expect(sent.reduce(0, +) == 6, "hello and the FIN")
+        for _ in 0..<3 {
+            driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours, flags: .ack))
+        }
+        let resent = driver.takeSent().compactMap { d -> (TCPHeader, Int)? in
+            if case .tcp(let tcp) = d.transport { return (tcp, d.payload.count) } else { return nil }
+        }
+        #expect(resent.count == 1, "one fast retransmission")
+        if let (header, length) = resent.first {
+            #expect(header.sequenceNumber == ours)
+            #expect(length == 5, "the data alone")
+            #expect(header.flags.contains(.fin))
+        }
+    }
+
     /// A SYN with FIN to a listener is dropped (Linux does the same: it is a
     /// scan's probe, not an opening); to a closed port it is reset.
     @Test func synWithFinIsDroppedByAListener() throws {

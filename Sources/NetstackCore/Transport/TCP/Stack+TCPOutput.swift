@@ -126,7 +126,11 @@ extension Stack {
             if let lost = firstLostRange(connection) {
                 connection.retransmitImmediately = false
                 let start = connection.sendUnacknowledged + lost.lowerBound
-                return plan(connection, from: start, length: min(mss, lost.count))
+                var length = min(mss, lost.count)
+                // A lost FIN takes sequence space, not data: the plan
+                // carries it as the flag, never as a byte past the data.
+                if let fin = connection.finSequence, start + length - fin > 0 { length = max(0, fin - start) }
+                return plan(connection, from: start, length: length)
             }
             connection.retransmitImmediately = false
             budget = allowance
