@@ -240,13 +240,18 @@ public final class Stack {
         return deadline
     }
 
-    /// Whether frames are waiting for `transmit`.
-    public var hasOutput: Bool { !output.isEmpty }
+    /// Whether frames are waiting for `transmit` (acknowledgments it will
+    /// make included).
+    public var hasOutput: Bool {
+        !output.isEmpty || !ipv4.tcp.acknowledgeAtFlush.isEmpty || !ipv6.tcp.acknowledgeAtFlush.isEmpty
+    }
 
     /// Hands every queued frame to `send` (oldest first, each with its
     /// virtio-net header when `offloads.virtioHeader`), which returns false
     /// if the device refused it; refused frames are counted and dropped.
     public func transmit(_ send: (UnsafeRawBufferPointer) -> Bool) {
+        sendOwedAcknowledgments(IPv4.self)
+        sendOwedAcknowledgments(IPv6.self)
         // Connections that ran out of output buffers go on once the queue is
         // drained, a few rounds at most per call.
         for _ in 0..<8 {

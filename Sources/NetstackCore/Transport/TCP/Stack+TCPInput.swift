@@ -756,13 +756,16 @@ extension Stack {
                 connection.acknowledgeNow = true
             } else if connection.quickAcknowledgments > 0 {
                 connection.quickAcknowledgments -= 1
-                connection.acknowledgeNow = true
+                acknowledgeAtFlush(connection)
             } else {
                 // Delayed ACK: at least every second full-sized segment
-                // (RFC 5681 §4.2), counted in bytes as Linux does.
+                // (RFC 5681 §4.2), counted in bytes as Linux does. Segments
+                // that arrived together are one: their ACK leaves with the
+                // rest of what the stack sends after them, and ACKs of
+                // every second one would leave back to back with it.
                 connection.segmentsSinceAcknowledgment += written
                 if connection.segmentsSinceAcknowledgment >= 2 * connection.sendMSS {
-                    connection.acknowledgeNow = true
+                    acknowledgeAtFlush(connection)
                 } else if connection.delayedAckDeadline == nil {
                     connection.delayedAckDeadline = now + configuration.tcp.delayedAckTimeout
                 }
@@ -777,6 +780,12 @@ extension Stack {
             // Out of order: a duplicate ACK at once (RFC 5681 §4.2), with SACK.
             connection.acknowledgeNow = true
         }
+    }
+
+    private func acknowledgeAtFlush<I: IPVersion>(_ connection: TCPConnection<I>) {
+        guard !connection.acknowledgeAtFlush else { return }
+        connection.acknowledgeAtFlush = true
+        I.layer(of: self).tcp.acknowledgeAtFlush.append(connection.id)
     }
 
     /// `count` more bytes are in order: make them readable and pull in the

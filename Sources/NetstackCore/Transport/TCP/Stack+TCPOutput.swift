@@ -77,6 +77,22 @@ extension Stack {
 
     /// Sends for the connections that `blockOutput` stopped. Returns whether
     /// there were any.
+    /// The acknowledgments owed to in-order data that arrived since the
+    /// last call and that nothing sent since has carried.
+    func sendOwedAcknowledgments<I: IPVersion>(_ version: I.Type) {
+        let layer = I.layer(of: self)
+        guard !layer.tcp.acknowledgeAtFlush.isEmpty else { return }
+        let owed = layer.tcp.acknowledgeAtFlush
+        layer.tcp.acknowledgeAtFlush.removeAll(keepingCapacity: true)
+        for id in owed {
+            guard let connection = layer.tcp.connection(id), connection.acknowledgeAtFlush else { continue }
+            connection.acknowledgeAtFlush = false
+            connection.acknowledgeNow = true
+            tcpOutput(connection)
+            schedule(connection)
+        }
+    }
+
     func resumeBlockedOutput<I: IPVersion>(_ version: I.Type) -> Bool {
         let layer = I.layer(of: self)
         guard !layer.tcp.blockedOutput.isEmpty else { return false }
@@ -531,6 +547,7 @@ extension Stack {
             let edge = connection.receiveNext + scaled
             if edge - connection.receiveAdvertisedEdge > 0 || isSYN { connection.receiveAdvertisedEdge = edge }
             connection.acknowledgeNow = false
+            connection.acknowledgeAtFlush = false
             connection.windowUpdateOwed = false
             connection.delayedAckDeadline = nil
             connection.segmentsSinceAcknowledgment = 0

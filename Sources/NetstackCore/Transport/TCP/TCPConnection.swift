@@ -185,6 +185,10 @@ final class TCPConnection<I: IPVersion> {
 
     /// Send an acknowledgment now rather than delaying it.
     var acknowledgeNow = false
+    /// In-order data is owed an acknowledgment, sent when the frames that
+    /// arrived together have all been taken in (`Stack.transmit`): one ACK
+    /// for all of them, as Linux's GRO makes one of a burst.
+    var acknowledgeAtFlush = false
     /// Full-sized segments received since the last acknowledgment sent.
     var segmentsSinceAcknowledgment = 0
     /// A window update is owed (the application drained a closed window).

@@ -84,6 +84,9 @@ struct TCPTable<I: IPVersion> {
     var timers = Heap<TCPTimerEntry>()
     /// Connections that stopped sending for want of output buffers, oldest first.
     var blockedOutput: [SocketID] = []
+    /// Connections owed an acknowledgment of in-order data at the end of the
+    /// frames being received (`acknowledgeAtFlush`).
+    var acknowledgeAtFlush: [SocketID] = []
     var timeWaitCount = 0
     /// Connections not in TIME-WAIT (nor CLOSED), in all and per remote address.
     var liveCount = 0
