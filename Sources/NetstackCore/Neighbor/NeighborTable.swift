@@ -76,15 +76,17 @@ struct NeighborTable<I: IPVersion> {
     /// The link address to send to `address` now, if one is known. Using a
     /// stale entry starts the delay before probing (RFC 4861 §7.3.3).
     mutating func lookup(_ address: I.Address, now: Instant) -> MACAddress? {
-        guard var entry = entries[address], let mac = entry.mac, entry.state != .incomplete else { return nil }
+        // One hash per frame sent: the entry is found once and changed in place.
+        guard let index = entries.index(forKey: address) else { return nil }
+        let entry = entries.values[index]
+        guard let mac = entry.mac, entry.state != .incomplete else { return nil }
         if entry.state == .permanent { return mac }
-        entry.lastUsed = now
+        entries.values[index].lastUsed = now
         if entry.state == .stale {
-            entry.state = .delay
-            entry.deadline = now + limits.delayFirstProbeTime
+            entries.values[index].state = .delay
+            entries.values[index].deadline = now + limits.delayFirstProbeTime
             invalidateDeadline()
         }
-        entries[address] = entry
         return mac
     }
 

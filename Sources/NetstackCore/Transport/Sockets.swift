@@ -103,6 +103,9 @@ extension Stack {
     /// Notes that something happened on a socket (readable, writable,
     /// error, closed) for whoever waits on it.
     func signal(_ socket: SocketID) {
+        // The common case, a socket signalled again (each segment of a
+        // burst), needs no hash.
+        if socketEvents.last == socket { return }
         if pendingSocketEvents.insert(socket).inserted { socketEvents.append(socket) }
     }
 
