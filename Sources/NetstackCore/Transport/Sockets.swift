@@ -9,6 +9,20 @@ public struct SocketID: Hashable, Sendable, Comparable, CustomStringConvertible 
 
     public static func < (a: SocketID, b: SocketID) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "#\(rawValue)" }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(rawValue) }
+
+    /// What dictionaries and sets of sockets hash with. Identifiers come
+    /// from the stack's own counter, never from a peer, so they need no keyed
+    /// hash against flooding: splitmix64's finalizer (two multiplications)
+    /// spreads them over the buckets at a fraction of SipHash's cost, and
+    /// every socket operation and timer looks one up.
+    public func _rawHashValue(seed: Int) -> Int {
+        var x = rawValue ^ UInt64(UInt(bitPattern: seed))
+        x = (x ^ (x >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        x = (x ^ (x >> 27)) &* 0x94d0_49bb_1331_11eb
+        return Int(truncatingIfNeeded: x ^ (x >> 31))
+    }
 }
 
 /// An address and port of one IP version.

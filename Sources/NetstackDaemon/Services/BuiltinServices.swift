@@ -119,9 +119,8 @@ struct BuiltinServices: ServiceLifecycle.Service {
                     return
                 }
                 group.addTask {
-                    let peer = (try? await connection.remoteEndpoint()).flatMap { $0.map { "\($0)" } } ?? "?"
                     do {
-                        _ = try await stack.call(ServedConnection(connection, peer: peer))
+                        _ = try await stack.call(ServedConnection(connection))
                         await connection.close()
                     } catch {
                         // Refused, idle, reset or vanished: nothing more to say to it.

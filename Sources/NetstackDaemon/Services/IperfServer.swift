@@ -174,7 +174,8 @@ final class IperfHub: Sendable {
             try await fresh.run(displayed: release)
         } catch {
             failures.increment()
-            logger.notice("iperf3 session from \(connection.peer) ended: \(error)")
+            let peer = await connection.peer()
+            logger.notice("iperf3 session from \(peer) ended: \(error)")
             await fresh.abandon()
         }
         release()

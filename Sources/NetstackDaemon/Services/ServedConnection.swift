@@ -6,7 +6,7 @@ import Synchronization
 /// it came over: its byte operations, and a count of those that moved bytes,
 /// which the idle timeout watches.
 final class ServedConnection: Sendable {
-    let peer: String
+    private let describePeer: @Sendable () async -> String
     private let receiveBytes: @Sendable () async throws(SocketError) -> [UInt8]
     private let sendBytes: @Sendable ([UInt8]) async throws(SocketError) -> Void
     private let finishSending: @Sendable () async throws(SocketError) -> Void
@@ -15,14 +15,22 @@ final class ServedConnection: Sendable {
     private let activity = Atomic<UInt64>(0)
     private let idled = Atomic<Bool>(false)
 
-    init<I: IPVersion>(_ socket: StreamSocket<I>, peer: String) {
-        self.peer = peer
+    /// `peer` names the remote end in logs; without it, it is asked of the
+    /// socket when a log wants it (most connections are never logged).
+    init<I: IPVersion>(_ socket: StreamSocket<I>, peer: String? = nil) {
+        describePeer = { [peer] in
+            if let peer { return peer }
+            return (try? await socket.remoteEndpoint()).flatMap { $0.map { "\($0)" } } ?? "?"
+        }
         receiveBytes = { () throws(SocketError) in try await socket.receive() }
         sendBytes = { bytes throws(SocketError) in try await socket.send(bytes) }
         finishSending = { () throws(SocketError) in try await socket.shutdown() }
         cloneSocket = { () throws(SocketError) in ServedConnection(try await socket.clone(), peer: peer) }
         resetSocket = { await socket.abort() }
     }
+
+    /// The remote endpoint, for a log line.
+    func peer() async -> String { await describePeer() }
 
     /// Waits for data; empty when the peer has finished sending.
     func receive() async throws(SocketError) -> [UInt8] {
