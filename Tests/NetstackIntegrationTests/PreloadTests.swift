@@ -163,8 +163,16 @@ struct PreloadTests {
                                   ("UDP host→program", "-c 192.168.69.1 -p 5301 -u -b 100M"),
                                   ("built-in host→stack", "-c 192.168.69.1"),
                                   ("built-in stack→host (-R)", "-c 192.168.69.1 -R")] {
-            let output = try namespace.run("timeout -k 1 30 iperf3 -J -t 2 \(arguments)")
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+            // iperf3 -s closes its listener after each test and opens a new
+            // one (a few control round trips through the preload): a client
+            // that comes in between is refused, so it tries again.
+            var json: [String: Any] = [:]
+            for attempt in 1...5 {
+                let output = try namespace.run("timeout -k 1 30 iperf3 -J -t 2 \(arguments)")
+                json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+                guard let error = json["error"] as? String, error.contains("Connection refused"), attempt < 5 else { break }
+                usleep(200_000)
+            }
             #expect(json["error"] == nil, "\(name): \(json["error"] ?? "")")
             let end = json["end"] as? [String: Any] ?? [:]
             let sum = (end["sum_received"] ?? end["sum"]) as? [String: Any] ?? [:]

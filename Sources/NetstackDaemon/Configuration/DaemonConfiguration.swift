@@ -31,7 +31,7 @@ public struct DaemonConfiguration: Sendable {
     public var statisticsInterval: Duration? = .seconds(10)
     /// How long the engine polls without sleeping after the last frame or
     /// request; nil: it sleeps at once.
-    public var busyPoll: Duration?
+    public var busyPoll: Duration? = .microseconds(50)
     public var dadTransmits = 1
     public var routerSolicitations = 3
     public var mldRobustness = 2

@@ -48,12 +48,11 @@ log-level = "info"
 # Seconds between counter summaries at log level info; 0 turns them off.
 statistics-interval = 10
 # Microseconds the engine keeps polling the TAP after the last frame or
-# request before it sleeps; 0 (the default) sleeps at once. Polling saves the
-# wake-up of a sleeping thread on the next frame (request/response traffic
-# on a core of its own), at the price of that core while traffic lasts; on a
-# machine where the peers share the stack's cores it can cost more than it
-# saves (docs/performance.md).
-busy-poll-us = 0
+# request before it sleeps; 0 sleeps at once. Polling saves the wake-up of a
+# sleeping thread on the next frame, at the price of up to this much of a
+# core after each burst of traffic; while polling the engine yields to any
+# other thread ready to run on its core (docs/decisions.md).
+busy-poll-us = 50
 
 [control]
 # The Unix-domain socket local programs (netstackctl, NetstackClient) use;
