@@ -181,7 +181,7 @@ struct PreloadTests {
             rows.append("\(name) \(String(format: "%.2f", bits / 1e9)) Gbit/s")
         }
         // Figures for people; the ratio target is the bench script's (scripts/bench.sh).
-        print("iperf3 (2 s each, debug build): " + rows.joined(separator: ", "))
+        print("iperf3 (2 s each, \(DaemonProcess.binary)): " + rows.joined(separator: ", "))
         #expect(server.isRunning, "\(server.output)")
     }
 
