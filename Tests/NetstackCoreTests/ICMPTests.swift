@@ -193,4 +193,70 @@ import Testing
         let sizes = driver.takeSent().map(\.payload.count)
         #expect(sizes == [1480, 1480, 1480, 1480, 1480, 608])
     }
+
+    struct Unreachable: Sendable, CustomTestStringConvertible {
+        var v6: Bool
+        var code: UInt8
+        var error: SocketError
+        var testDescription: String { "IPv\(v6 ? 6 : 4) code \(code) → \(error)" }
+    }
+
+    static let unreachables = [
+        Unreachable(v6: false, code: 0, error: .networkUnreachable),
+        Unreachable(v6: false, code: 1, error: .hostUnreachable),
+        Unreachable(v6: false, code: 3, error: .connectionRefused),
+        Unreachable(v6: false, code: 13, error: .hostUnreachable),
+        Unreachable(v6: true, code: 0, error: .networkUnreachable),
+        Unreachable(v6: true, code: 1, error: .permissionDenied),
+        Unreachable(v6: true, code: 3, error: .hostUnreachable),
+        Unreachable(v6: true, code: 4, error: .connectionRefused),
+    ]
+
+    /// A destination unreachable about a connect's SYN ends the connect at
+    /// once with Linux's errno (ENETUNREACH, EHOSTUNREACH, ECONNREFUSED,
+    /// EACCES), not after its retries; on an established connection the same
+    /// message is a soft error (RFC 1122 §4.2.3.9).
+    @Test(arguments: unreachables)
+    func unreachableEndsAConnectAtOnce(_ case: Unreachable) throws {
+        let driver = resolvedDriver()
+        let stack = driver.stack
+        let socket = stack.tcpOpen(IPv4.self)
+        let socket6 = stack.tcpOpen(IPv6.self)
+        if `case`.v6 {
+            try stack.tcpConnect(IPv6.self, socket6, to: Endpoint(host.ipv6, 80))
+        } else {
+            try stack.tcpConnect(IPv4.self, socket, to: Endpoint(host.ipv4, 80))
+        }
+        driver.advance(by: .zero)
+        let syn = try #require(driver.sent.last)
+        _ = driver.takeSent()
+        let quote = Array(syn[14...].prefix(`case`.v6 ? 48 : 28))
+        if `case`.v6 {
+            driver.receive(host.icmpv6Packet(.destinationUnreachable(code: `case`.code), body: quote))
+            #expect(stack.tcpConnectStatus(IPv6.self, socket6) == .failed(`case`.error))
+        } else {
+            driver.receive(host.ipv4Packet(.icmp, HostFrames.icmpv4(.destinationUnreachable(code: `case`.code,
+                                                                                           nextHopMTU: 0), body: quote)))
+            #expect(stack.tcpConnectStatus(IPv4.self, socket) == .failed(`case`.error))
+        }
+        #expect(driver.takeSent().isEmpty, "no reset for a connect that never began")
+    }
+
+    @Test func unreachableIsSoftOnAnEstablishedConnection() throws {
+        let driver = StackDriver()
+        let (id, ours) = try driver.acceptConnection(from: host)
+        _ = try [UInt8](repeating: 1, count: 100).withSpan { span throws(SocketError) in
+            try driver.stack.tcpSend(IPv4.self, id, span)
+        }
+        driver.advance(by: .zero)
+        let segment = try #require(driver.sent.last)
+        _ = driver.takeSent()
+        #expect(segment.count > 54)
+        driver.receive(host.ipv4Packet(.icmp, HostFrames.icmpv4(.destinationUnreachable(code: 1, nextHopMTU: 0),
+                                                                body: Array(segment[14..<42]))))
+        #expect(driver.stack.tcpConnectStatus(IPv4.self, id) == .established)
+        // The data is still acknowledged as usual.
+        driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours &+ 100, flags: .ack))
+        #expect(driver.stack.tcpSockets(IPv4.self).first { $0.id == id }?.sendQueue == 0)
+    }
 }

@@ -159,9 +159,16 @@ public enum ICMPError: Hashable, Sendable {
     case reassemblyTimeExceeded
     /// The hop limit ran out on the way (v4 type 11 code 0, v6 type 3 code 0).
     case hopLimitExceeded
-    /// The destination host or network cannot be reached (v4 type 3 code 1,
-    /// v6 type 1 code 3), or is administratively prohibited.
+    /// The destination host cannot be reached (v4 type 3 codes 1, 5, 7, 8,
+    /// 10, 12–15; v6 type 1 codes 2 and 3).
     case hostUnreachable
+    /// No route to the destination network (v4 type 3 codes 0, 6, 9, 11;
+    /// v6 type 1 code 0).
+    case networkUnreachable
+    /// An IPv6 filter refused the packet (type 1 codes 1, 5 and 6; Linux
+    /// reports EACCES). IPv4's "communication prohibited" (code 13) is
+    /// "host unreachable", as Linux reports it.
+    case administrativelyProhibited
     /// A field of the header is wrong; `pointer` is its offset in the quoted packet.
     case parameterProblem(code: UInt8, pointer: Int)
     /// The packet is bigger than the next link's MTU (v4 type 3 code 4, v6 type 2).
@@ -268,6 +275,10 @@ public enum IPv4: IPVersion {
             message = .timeExceeded(code: ICMPv4TimeExceededCode.timeToLive)
         case .hostUnreachable:
             message = .destinationUnreachable(code: ICMPv4UnreachableCode.host, nextHopMTU: 0)
+        case .networkUnreachable:
+            message = .destinationUnreachable(code: 0, nextHopMTU: 0)
+        case .administrativelyProhibited:
+            message = .destinationUnreachable(code: 13, nextHopMTU: 0)
         case .parameterProblem(let code, let pointer):
             message = .parameterProblem(code: code, pointer: UInt8(clamping: pointer))
         case .packetTooBig(let mtu):
@@ -382,6 +393,10 @@ public enum IPv6: IPVersion {
             message = .timeExceeded(code: ICMPv6TimeExceededCode.hopLimit)
         case .hostUnreachable:
             message = .destinationUnreachable(code: ICMPv6UnreachableCode.address)
+        case .networkUnreachable:
+            message = .destinationUnreachable(code: 0)
+        case .administrativelyProhibited:
+            message = .destinationUnreachable(code: 1)
         case .parameterProblem(let code, let pointer):
             message = .parameterProblem(code: code, pointer: UInt32(pointer))
         case .packetTooBig(let mtu):

@@ -135,6 +135,8 @@ extension ICMPError {
         switch self {
         case .portUnreachable, .protocolUnreachable: .connectionRefused
         case .hostUnreachable, .hopLimitExceeded, .reassemblyTimeExceeded: .hostUnreachable
+        case .networkUnreachable: .networkUnreachable
+        case .administrativelyProhibited: .permissionDenied
         case .packetTooBig: .messageTooLong
         case .parameterProblem: .protocolError
         }

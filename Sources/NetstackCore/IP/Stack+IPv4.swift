@@ -124,6 +124,9 @@ extension Stack {
                 // no MTU; guess from the size of the packet it refused.
                 .packetTooBig(mtu: MTUPlateaus.below(Int(icmp.body.u8(2)) << 8 | Int(icmp.body.u8(3))))
             case ICMPv4UnreachableCode.fragmentationNeeded: .packetTooBig(mtu: Int(mtu))
+            // Net unreachable, net unknown, net prohibited, net for the TOS
+            // (the rest, filtered (13) included, is the host's: Linux's errnos).
+            case 0, 6, 9, 11: .networkUnreachable
             default: .hostUnreachable
             }
             receiveICMPError(IPv4.self, error, quoted: icmp.body)

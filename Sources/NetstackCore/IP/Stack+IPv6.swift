@@ -239,8 +239,14 @@ extension Stack {
         case .routerAdvertisement(let advertisement):
             receiveRouterAdvertisement(datagram, advertisement, options: body)
         case .destinationUnreachable(let code):
-            receiveICMPError(IPv6.self, code == ICMPv6UnreachableCode.port ? .portUnreachable : .hostUnreachable,
-                             quoted: body)
+            let error: ICMPError = switch code {
+            case ICMPv6UnreachableCode.port: .portUnreachable
+            case 0: .networkUnreachable
+            // Administratively prohibited, source address failed policy, reject route.
+            case 1, 5, 6: .administrativelyProhibited
+            default: .hostUnreachable
+            }
+            receiveICMPError(IPv6.self, error, quoted: body)
         case .packetTooBig(let mtu):
             receiveICMPError(IPv6.self, .packetTooBig(mtu: Int(mtu)), quoted: body)
         case .timeExceeded(let code):

@@ -56,6 +56,9 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
     case connectionAborted
     case hostUnreachable
     case networkUnreachable
+    /// A filter on the path refused the packets (EACCES; ICMPv6
+    /// "administratively prohibited").
+    case permissionDenied
     case timedOut
     case messageTooLong
     case noBufferSpace
@@ -76,6 +79,7 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
         case .connectionAborted: 103
         case .hostUnreachable: 113
         case .networkUnreachable: 101
+        case .permissionDenied: 13
         case .timedOut: 110
         case .messageTooLong: 90
         case .noBufferSpace: 105
@@ -97,6 +101,7 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
         case .connectionAborted: "connection aborted"
         case .hostUnreachable: "no route to host"
         case .networkUnreachable: "network is unreachable"
+        case .permissionDenied: "permission denied"
         case .timedOut: "connection timed out"
         case .messageTooLong: "message too long"
         case .noBufferSpace: "no buffer space available"

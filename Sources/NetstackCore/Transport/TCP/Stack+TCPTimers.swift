@@ -132,8 +132,9 @@ extension Stack {
     }
 
     /// An ICMP error about one of our segments (RFC 5927, RFC 1122 §4.2.3.9):
-    /// packet too big lowers the MSS and resends; port and protocol
-    /// unreachable end a connection still opening; other errors are soft.
+    /// packet too big lowers the MSS and resends; any other error ends a
+    /// connection still opening, as in Linux (RFC 5461 §4 discusses aborting
+    /// connection attempts on soft errors); later they are soft.
     func deliverTCPError<I: IPVersion>(_ version: I.Type, _ error: ICMPError, local: Endpoint<I>,
                                        remote: Endpoint<I>, sequence: SequenceNumber) {
         guard let connection = I.layer(of: self).tcp.connections[FourTuple(local: local, remote: remote)],
@@ -153,9 +154,10 @@ extension Stack {
             connection.sendNext = connection.sendUnacknowledged
             tcpOutput(connection)
             schedule(connection)
-        case .portUnreachable where connection.state == .synSent,
-             .protocolUnreachable where connection.state == .synSent:
-            abort(connection, sendReset: false, error: .connectionRefused)
+        case _ where connection.state == .synSent:
+            // A connect fails at once ("no route to host", "connection
+            // refused") rather than after its SYN retries.
+            abort(connection, sendReset: false, error: error.socketError)
         default:
             connection.softError = error.socketError
         }
