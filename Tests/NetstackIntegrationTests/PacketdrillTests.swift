@@ -36,7 +36,7 @@ struct PacketdrillTests {
 
     @Test func theFreeBSDSuiteDoesNotRegress() {
         let suite = "../shared/conformance/tcp-testsuite"
-        let (_, output) = Self.run("\(suite)/state-event-engine \(suite)/snd-syn \(suite)/socket-api")
+        let (_, output) = Self.run("\(suite)/state-event-engine \(suite)/snd-syn \(suite)/socket-api \(suite)/rcv-icmp")
         let totals = output.split(separator: "\n").filter { $0.contains(" passed, ") }
         print("packetdrill, the FreeBSD suite:\n" + totals.joined(separator: "\n"))
         func passed(_ group: String) -> Int {
@@ -46,5 +46,6 @@ struct PacketdrillTests {
         #expect(passed("state-event-engine") >= 176, "\(totals)")
         #expect(passed("snd-syn") >= 2, "\(totals)")
         #expect(passed("socket-api") >= 6, "\(totals)")
+        #expect(passed("rcv-icmp") >= 1, "\(totals)")
     }
 }

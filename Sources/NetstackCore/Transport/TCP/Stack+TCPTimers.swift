@@ -139,8 +139,9 @@ extension Stack {
                                        remote: Endpoint<I>, sequence: SequenceNumber) {
         guard let connection = I.layer(of: self).tcp.connections[FourTuple(local: local, remote: remote)],
               connection.state != .closed else { return }
-        // The quoted sequence number must be one in flight (RFC 5927 §4.1).
-        guard sequence - connection.sendUnacknowledged >= 0, connection.sendMaximum - sequence >= 0 else { return }
+        // The quoted sequence number must be one in flight (RFC 5927 §4.1:
+        // SND.UNA ≤ SEG.SEQ < SND.NXT; SND.MAX, since a timeout rewinds SND.NXT).
+        guard sequence - connection.sendUnacknowledged >= 0, connection.sendMaximum - sequence > 0 else { return }
         switch error {
         case .packetTooBig(let reported):
             // RFC 1191 §6.2 / RFC 8201 §5.2: the path takes smaller packets;
