@@ -9,6 +9,10 @@ import Testing
 @Suite struct PathMTUTests {
     let host = HostFrames()
 
+    func dontFragment(_ frame: Dissection) -> Bool? {
+        if case .ipv4(let header) = frame.network { header.dontFragment } else { nil }
+    }
+
     func sendMSS<I: IPVersion>(_ stack: Stack, _ version: I.Type, _ id: SocketID) -> Int? {
         stack.tcpSockets(I.self).first { $0.id == id }?.sendMSS
     }
@@ -88,11 +92,19 @@ import Testing
         driver.receive(fragmentationNeeded(quoting: quotedSegment(sequence: firstSequence &- 100_000), mtu: 1000))
         #expect(sendMSS(driver.stack, IPv4.self, id) == 1460)
         #expect(driver.stack.counters[.pathMTULowered] == 0)
-        // In flight, but claiming 200 bytes: held at the 552 floor (RFC 5927 §7.2).
+        // A real one at 1000: DF stays set.
+        driver.receive(fragmentationNeeded(quoting: quotedSegment(sequence: firstSequence), mtu: 1000))
+        #expect(sendMSS(driver.stack, IPv4.self, id) == 960)
+        let at1000 = driver.takeSent().filter { $0.payload.count > 0 }
+        #expect(!at1000.isEmpty && at1000.allSatisfy { dontFragment($0) == true })
+        // In flight, but claiming 200 bytes: held at the 552 floor (RFC 5927
+        // §7.2), and sent without DF so that the router may fragment (as
+        // Linux does when it locks a path at min_pmtu).
         driver.receive(fragmentationNeeded(quoting: quotedSegment(sequence: firstSequence), mtu: 200))
         #expect(sendMSS(driver.stack, IPv4.self, id) == 512)
         let resent = driver.takeSent().filter { $0.payload.count > 0 }
         #expect(!resent.isEmpty && resent.allSatisfy { $0.payload.count <= 512 }, "in flight sent again, smaller")
+        #expect(resent.allSatisfy { dontFragment($0) == false }, "DF clear below the floor")
         // A larger MTU never raises the estimate (RFC 1191 §6.1).
         driver.receive(fragmentationNeeded(quoting: quotedSegment(sequence: firstSequence), mtu: 1400))
         #expect(sendMSS(driver.stack, IPv4.self, id) == 512)

@@ -118,9 +118,11 @@ public protocol IPVersion: Sendable {
     static func receiveICMP(_ datagram: IPDatagram<Self>, in stack: Stack)
 
     /// Writes an unfragmented packet header at the start of `span`, with
-    /// `ecn` in its ECN field (RFC 3168 §5).
+    /// `ecn` in its ECN field (RFC 3168 §5). `mayFragment`: IPv4 leaves DF
+    /// clear (a path held at the floor MTU); IPv6 routers never fragment.
     static func emitHeader(source: Address, destination: Address, protocol: IPProtocol, hopLimit: UInt8,
-                           payloadLength: Int, identification: UInt32, ecn: UInt8, into span: inout MutableRawSpan)
+                           payloadLength: Int, identification: UInt32, ecn: UInt8, mayFragment: Bool,
+                           into span: inout MutableRawSpan)
     /// Writes the header(s) of one fragment: everything before the fragment's
     /// data, `headerLength + fragmentHeaderLength` bytes.
     static func emitFragmentHeader(source: Address, destination: Address, protocol: IPProtocol, hopLimit: UInt8,
@@ -238,12 +240,13 @@ public enum IPv4: IPVersion {
 
     public static func emitHeader(source: IPv4Address, destination: IPv4Address, protocol: IPProtocol,
                                   hopLimit: UInt8, payloadLength: Int, identification: UInt32, ecn: UInt8,
-                                  into span: inout MutableRawSpan) {
+                                  mayFragment: Bool, into span: inout MutableRawSpan) {
         // DF is set on unfragmented packets as Linux does (path MTU discovery,
         // RFC 1191); the stack only sends what fits its link.
         var header = IPv4Header(protocol: `protocol`, source: source, destination: destination,
                                 payloadLength: payloadLength, timeToLive: hopLimit,
-                                identification: UInt16(truncatingIfNeeded: identification), dontFragment: true)
+                                identification: UInt16(truncatingIfNeeded: identification),
+                                dontFragment: !mayFragment)
         header.ecn = ecn
         header.emit(into: &span)
     }
@@ -359,7 +362,7 @@ public enum IPv6: IPVersion {
 
     public static func emitHeader(source: IPv6Address, destination: IPv6Address, protocol: IPProtocol,
                                   hopLimit: UInt8, payloadLength: Int, identification: UInt32, ecn: UInt8,
-                                  into span: inout MutableRawSpan) {
+                                  mayFragment: Bool, into span: inout MutableRawSpan) {
         IPv6Header(nextHeader: `protocol`, source: source, destination: destination, payloadLength: payloadLength,
                    hopLimit: hopLimit, trafficClass: ecn).emit(into: &span)
     }

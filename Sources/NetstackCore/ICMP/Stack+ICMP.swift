@@ -103,7 +103,8 @@ extension Stack {
     func lowerPathMTU<I: IPVersion>(_ version: I.Type, to destination: I.Address, reported: Int) -> Int {
         let layer = I.layer(of: self)
         let mtu = max(reported, I.minimumPathMTU)
-        if mtu < layer.linkMTU, layer.pathMTUs.lower(destination, to: mtu, now: now) {
+        if mtu < layer.linkMTU,
+           layer.pathMTUs.lower(destination, to: mtu, belowFloor: reported < I.minimumPathMTU, now: now) {
             counters.count(.pathMTULowered)
         }
         return layer.pathMTU(to: destination)

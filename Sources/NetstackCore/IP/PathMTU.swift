@@ -11,6 +11,10 @@ struct PathMTUTable<Address: Hashable> {
     struct Entry {
         var mtu: Int
         var expires: Instant
+        /// A router asked for less than the floor: the floor is used, and
+        /// IPv4 packets to the destination go without DF so that the router
+        /// may fragment them (Linux locks the MTU and clears DF the same way).
+        var belowFloor = false
     }
 
     static var lifetime: Duration { .seconds(600) }
@@ -32,17 +36,29 @@ struct PathMTUTable<Address: Hashable> {
         entries[destination]?.mtu
     }
 
+    /// Whether packets to `destination` may be fragmented on the way.
+    func isBelowFloor(_ destination: Address) -> Bool {
+        !entries.isEmpty && entries[destination]?.belowFloor == true
+    }
+
     /// Records `mtu` for `destination` if it is lower than what is known;
     /// returns whether it was. An estimate never grows from an ICMP message
-    /// (RFC 8201 §4, RFC 1191 §6.1).
-    mutating func lower(_ destination: Address, to mtu: Int, now: Instant) -> Bool {
-        if let known = entries[destination], known.mtu <= mtu { return false }
+    /// (RFC 8201 §4, RFC 1191 §6.1). `belowFloor`: the router asked for less
+    /// than `mtu`, the floor.
+    mutating func lower(_ destination: Address, to mtu: Int, belowFloor: Bool = false, now: Instant) -> Bool {
+        if let known = entries[destination], known.mtu <= mtu {
+            if belowFloor && !known.belowFloor {
+                entries[destination]?.belowFloor = true
+                generation &+= 1
+            }
+            return false
+        }
         if entries[destination] == nil && entries.count >= capacity,
            let oldest = entries.min(by: { $0.value.expires < $1.value.expires })?.key {
             entries[oldest] = nil
         }
         let expires = now + Self.lifetime
-        entries[destination] = Entry(mtu: mtu, expires: expires)
+        entries[destination] = Entry(mtu: mtu, expires: expires, belowFloor: belowFloor)
         nextDeadline = min(nextDeadline ?? expires, expires)
         generation &+= 1
         return true

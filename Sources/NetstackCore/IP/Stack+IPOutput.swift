@@ -30,11 +30,13 @@ extension Stack {
                 return false
             }
             let identification = layer.takeIdentification()
+            let mayFragment = layer.pathMTUs.isBelowFloor(destination)
             frame.withMutableBytes(0..<frame.length) { span in
                 EthernetHeader(destination: .zero, source: mac, etherType: I.etherType).emit(into: &span)
                 span.withRegion(ethernetLength..<(ethernetLength + I.headerLength)) {
                     I.emitHeader(source: source, destination: destination, protocol: `protocol`, hopLimit: hopLimit,
-                                 payloadLength: payloadLength, identification: identification, ecn: ecn, into: &$0)
+                                 payloadLength: payloadLength, identification: identification, ecn: ecn,
+                                 mayFragment: mayFragment, into: &$0)
                 }
                 span.withRegion((ethernetLength + I.headerLength)..<(ethernetLength + ipLength)) { build(&$0) }
             }
