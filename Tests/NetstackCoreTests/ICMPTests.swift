@@ -219,27 +219,32 @@ import Testing
     @Test(arguments: unreachables)
     func unreachableEndsAConnectAtOnce(_ case: Unreachable) throws {
         let driver = resolvedDriver()
-        let stack = driver.stack
-        let socket = stack.tcpOpen(IPv4.self)
-        let socket6 = stack.tcpOpen(IPv6.self)
-        if `case`.v6 {
-            try stack.tcpConnect(IPv6.self, socket6, to: Endpoint(host.ipv6, 80))
+        let code = `case`.code
+        let status = if `case`.v6 {
+            try connectAndHear(IPv6.self, to: host.ipv6, driver) {
+                host.icmpv6Packet(.destinationUnreachable(code: code), body: $0)
+            }
         } else {
-            try stack.tcpConnect(IPv4.self, socket, to: Endpoint(host.ipv4, 80))
+            try connectAndHear(IPv4.self, to: host.ipv4, driver) {
+                host.ipv4Packet(.icmp, HostFrames.icmpv4(.destinationUnreachable(code: code, nextHopMTU: 0), body: $0))
+            }
         }
+        #expect(status == .failed(`case`.error))
+        #expect(driver.takeSent().isEmpty, "no reset for a connect that never began")
+    }
+
+    /// Connects to `peer`, answers the SYN with the ICMP message `answer`
+    /// makes of its quote (the IP header and 8 bytes), and says how the
+    /// connect stands.
+    func connectAndHear<I: IPVersion>(_ version: I.Type, to peer: I.Address, _ driver: StackDriver,
+                                      answer: ([UInt8]) -> [UInt8]) throws -> TCPConnectStatus {
+        let socket = driver.stack.tcpOpen(I.self)
+        try driver.stack.tcpConnect(I.self, socket, to: Endpoint(peer, 80))
         driver.advance(by: .zero)
         let syn = try #require(driver.sent.last)
         _ = driver.takeSent()
-        let quote = Array(syn[14...].prefix(`case`.v6 ? 48 : 28))
-        if `case`.v6 {
-            driver.receive(host.icmpv6Packet(.destinationUnreachable(code: `case`.code), body: quote))
-            #expect(stack.tcpConnectStatus(IPv6.self, socket6) == .failed(`case`.error))
-        } else {
-            driver.receive(host.ipv4Packet(.icmp, HostFrames.icmpv4(.destinationUnreachable(code: `case`.code,
-                                                                                           nextHopMTU: 0), body: quote)))
-            #expect(stack.tcpConnectStatus(IPv4.self, socket) == .failed(`case`.error))
-        }
-        #expect(driver.takeSent().isEmpty, "no reset for a connect that never began")
+        driver.receive(answer(Array(syn[14...].prefix(I.headerLength + 8))))
+        return driver.stack.tcpConnectStatus(I.self, socket)
     }
 
     @Test func unreachableIsSoftOnAnEstablishedConnection() throws {

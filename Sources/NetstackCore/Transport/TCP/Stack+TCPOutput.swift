@@ -75,8 +75,6 @@ extension Stack {
         return false
     }
 
-    /// Sends for the connections that `blockOutput` stopped. Returns whether
-    /// there were any.
     /// The acknowledgments owed to in-order data that arrived since the
     /// last call and that nothing sent since has carried.
     func sendOwedAcknowledgments<I: IPVersion>(_ version: I.Type) {
@@ -93,6 +91,8 @@ extension Stack {
         }
     }
 
+    /// Sends for the connections that `blockOutput` stopped. Returns whether
+    /// there were any.
     func resumeBlockedOutput<I: IPVersion>(_ version: I.Type) -> Bool {
         let layer = I.layer(of: self)
         guard !layer.tcp.blockedOutput.isEmpty else { return false }
