@@ -189,6 +189,9 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// D-SACK blocks sent and received; fast recoveries undone because every
     /// retransmission of them was reported as a duplicate (RFC 2883, RFC 3708).
     case tcpDSACKSent, tcpDSACKReceived, tcpRecoveriesUndone
+    /// Retransmission timeouts found spurious by the timestamp echo and
+    /// undone (RFC 3522, RFC 4015).
+    case tcpTimeoutsUndone
     /// MLD queries answered and reports sent (RFC 3810).
     case mldQueriesReceived, mldReportsSent
 
@@ -230,6 +233,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpDSACKSent: "tcp.dsackSent"
         case .tcpDSACKReceived: "tcp.dsackReceived"
         case .tcpRecoveriesUndone: "tcp.recoveriesUndone"
+        case .tcpTimeoutsUndone: "tcp.timeoutsUndone"
         case .mldQueriesReceived: "mld.queriesReceived"
         case .mldReportsSent: "mld.reportsSent"
         case .tcpECNNegotiated: "tcp.ecnNegotiated"

@@ -483,6 +483,7 @@ extension Stack {
             }
         }
         if acked > 0 {
+            if connection.timeoutUndo != nil { detectSpuriousTimeout(connection, segment) }
             let sample = takeRTTSample(connection, segment)
             connection.rtt.resetBackoff()
             connection.retransmissions = 0
@@ -612,6 +613,22 @@ extension Stack {
             connection.retransmitImmediately = true
             connection.recoveryRetransmissions.removeAll()
         }
+    }
+
+    /// The first ACK of new data after a timeout (RFC 3522 §3.2): if its
+    /// timestamp echo is older than the retransmission's TSval, the original
+    /// got through and the timeout was spurious. The response (RFC 4015
+    /// §3, as Linux's undo): the congestion state from before the timeout,
+    /// and sending goes on from SND.MAX instead of going back over what the
+    /// peer already has.
+    private func detectSpuriousTimeout<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) {
+        guard let check = connection.timeoutUndo else { return }
+        connection.timeoutUndo = nil
+        guard let echo = segment.options.timestamp?.echoReply,
+              Int32(bitPattern: echo &- check.retransmitTimestamp) < 0 else { return }
+        if check.before.window > connection.congestion.window { connection.congestion = check.before }
+        if connection.sendMaximum - connection.sendNext > 0 { connection.sendNext = connection.sendMaximum }
+        counters.count(.tcpTimeoutsUndone)
     }
 
     /// A D-SACK arrived (RFC 2883): if it shows a retransmission of the last

@@ -317,10 +317,12 @@ extension Stack {
         let windowRoom = connection.sendUnacknowledged + connection.sendWindow - connection.sendMaximum
         let start: SequenceNumber
         let length: Int
+        connection.probeRetransmitTimestamp = nil
         if unsent > 0 && windowRoom > 0, connection.sendNext == connection.sendMaximum {
             start = connection.sendMaximum
             length = min(mss, unsent, windowRoom)
         } else {
+            connection.probeRetransmitTimestamp = connection.timestampValue(now)
             let dataEnd = connection.finSent ? connection.sendMaximum - 1 : connection.sendMaximum
             length = min(mss, max(0, dataEnd - connection.sendBase))
             start = dataEnd - length

@@ -70,12 +70,19 @@ extension Stack {
                          error: connection.softError ?? .timedOut)
         }
         connection.retransmissions += 1
+        // A probe that sent old data again was this episode's first
+        // retransmission: the Eifel check below compares with it.
+        let firstRetransmission = connection.probeOutstanding != nil ? connection.probeRetransmitTimestamp : nil
         connection.probeDeadline = nil
         connection.probeOutstanding = nil
         counters.count(.tcpTimeouts)
         connection.rtt.backOff()
         connection.timedSegment = nil
         if connection.state.isSynchronized {
+            // Eifel (RFC 3522 §3.2 step 1): only the first timeout of an
+            // episode can be told spurious; the retransmission leaves now.
+            connection.timeoutUndo = connection.timestampsEnabled && connection.retransmissions == 1
+                ? (connection.congestion, firstRetransmission ?? connection.timestampValue(now)) : nil
             connection.congestion.timedOut(flightSize: connection.flightSize, mss: connection.sendMSS, now: now)
             // A timeout is no reordering: the last recovery stays done.
             connection.recoveryUndo = nil

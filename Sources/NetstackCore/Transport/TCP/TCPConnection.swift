@@ -164,6 +164,9 @@ final class TCPConnection<I: IPVersion> {
     var probeDeadline: Instant?
     /// The end of the probe in flight; one at a time.
     var probeOutstanding: SequenceNumber?
+    /// The TSval of the outstanding probe when it sent old data again (a
+    /// retransmission, for the Eifel check of a timeout that follows it).
+    var probeRetransmitTimestamp: UInt32?
     /// Consecutive retransmission timeouts.
     var retransmissions = 0
     var delayedAckDeadline: Instant?
@@ -229,6 +232,11 @@ final class TCPConnection<I: IPVersion> {
     /// What a fast recovery changed, to undo it if every retransmission of
     /// it turns out to have been needless (RFC 2883 §5, RFC 3708).
     var recoveryUndo: RecoveryUndo?
+    /// The Eifel algorithm's state after a first retransmission timeout
+    /// (RFC 3522 §3.2): the congestion state before it, and the TSval of the
+    /// retransmission. An ACK of new data that echoes an older TSval was
+    /// caused by the original: the timeout was spurious.
+    var timeoutUndo: (before: CongestionControl, retransmitTimestamp: UInt32)?
     /// RACK's record of what was sent and what was delivered (RFC 8985).
     var rack = RACKState()
     /// The last urgent byte the peer marked (its pointer less one, RFC 6093
