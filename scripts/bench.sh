@@ -243,6 +243,12 @@ CONF
     in_stack "$runner" --socket "$control" -- nginx -e "$scratch/stack.log" -c "$scratch/stack.conf" -g "daemon on;" \
         && wait_for_stack_port 8081 \
         && nginx_stack=$(median_of rate ab_rate "$stack_ns" http://192.168.69.1:8081/4k)
+    # Both stop here: the stack's nginx would otherwise spin on its
+    # listening sockets once the daemon restarts below (each accept fails,
+    # as on a listener that was shut down) and take the cores from the
+    # measurements without offloads.
+    for pidfile in "$scratch"/*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; done
+    for _ in $(seq 100); do ls "$scratch"/*.pid > /dev/null 2>&1 || break; sleep 0.05; done
 fi
 
 # The same daemon with its offloads off (a kernel or peer without them):
