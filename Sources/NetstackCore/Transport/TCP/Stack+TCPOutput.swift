@@ -80,8 +80,10 @@ extension Stack {
     func sendOwedAcknowledgments<I: IPVersion>(_ version: I.Type) {
         let layer = I.layer(of: self)
         guard !layer.tcp.acknowledgeAtFlush.isEmpty else { return }
-        let owed = layer.tcp.acknowledgeAtFlush
-        layer.tcp.acknowledgeAtFlush.removeAll(keepingCapacity: true)
+        // The list and a spare trade places, so neither is copied or
+        // allocated again: this runs every time the engine transmits.
+        var owed = layer.tcp.spareSocketList
+        swap(&owed, &layer.tcp.acknowledgeAtFlush)
         for id in owed {
             guard let connection = layer.tcp.connection(id), connection.acknowledgeAtFlush else { continue }
             connection.acknowledgeAtFlush = false
@@ -89,6 +91,8 @@ extension Stack {
             tcpOutput(connection)
             schedule(connection)
         }
+        owed.removeAll(keepingCapacity: true)
+        layer.tcp.spareSocketList = owed
     }
 
     /// Sends for the connections that `blockOutput` stopped. Returns whether

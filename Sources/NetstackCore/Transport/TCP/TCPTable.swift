@@ -87,6 +87,9 @@ struct TCPTable<I: IPVersion> {
     /// Connections owed an acknowledgment of in-order data at the end of the
     /// frames being received (`acknowledgeAtFlush`).
     var acknowledgeAtFlush: [SocketID] = []
+    /// An empty list with room, traded with `acknowledgeAtFlush` when it is
+    /// worked through (no allocation per turn).
+    var spareSocketList: [SocketID] = []
     var timeWaitCount = 0
     /// Connections not in TIME-WAIT (nor CLOSED), in all and per remote address.
     var liveCount = 0
