@@ -56,7 +56,8 @@ import Testing
     }
 
     func query(group: IPv6Address = .unspecified, maximumResponse: UInt16 = 1000, version1: Bool = false,
-               source: IPv6Address = MLDTests.router, hopLimit: UInt8 = 1, sources: [IPv6Address] = []) -> [UInt8] {
+               source: IPv6Address = MLDTests.router, hopLimit: UInt8 = 1, sources: [IPv6Address] = [],
+               routerAlert: Bool = true) -> [UInt8] {
         var body: [UInt8] = []
         if !version1 {
             body = [2, 125, UInt8(sources.count >> 8), UInt8(sources.count & 0xff)]
@@ -69,7 +70,9 @@ import Testing
         let destination = group.isUnspecified ? IPv6Address.allNodes : group
         let message = ICMPv6Message.multicastListenerQuery(maximumResponseCode: maximumResponse, group: group)
         let icmp = HostFrames.icmpv6(message, body: body, source: source, destination: destination)
-        return host.ipv6Packet(.hopByHopOptions, icmp, extensionHeaders: [58, 0, 5, 2, 0, 0, 1, 0], source: source,
+        // Hop-by-hop: router alert for MLD (value 0), or only padding.
+        let options: [UInt8] = routerAlert ? [5, 2, 0, 0, 1, 0] : [1, 4, 0, 0, 0, 0]
+        return host.ipv6Packet(.hopByHopOptions, icmp, extensionHeaders: [58, 0] + options, source: source,
                                destination: destination, hopLimit: hopLimit)
     }
 
@@ -125,9 +128,12 @@ import Testing
         _ = takeReports(driver)
         driver.receive(query(source: IPv6Address(0xfdaa, 0, 0, 0, 0, 0, 0, 0x100)))
         driver.receive(query(hopLimit: 64))
+        // RFC 3810 §6.2: a query without the router alert option is dropped.
+        driver.receive(query(routerAlert: false))
+        driver.receive(query(version1: true, routerAlert: false))
         driver.advance(by: .seconds(2))
         #expect(takeReports(driver).isEmpty)
-        #expect(driver.stack.counters[.mldInvalid] == 2)
+        #expect(driver.stack.counters[.mldInvalid] == 4)
     }
 
     @Test func anMLDv1QuerierGetsMLDv1Reports() {

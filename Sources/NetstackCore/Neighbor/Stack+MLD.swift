@@ -107,7 +107,11 @@ extension Stack {
     func receiveMulticastListenerQuery(_ datagram: IPDatagram<IPv6>, maximumResponseCode: UInt16,
                                        group: IPv6Address, body: RawSpan) {
         guard configuration.ipv6Startup.mldRobustness > 0 else { return counters.drop(.icmpIgnored) }
-        guard datagram.source.isLinkLocal, datagram.hopLimit == 1 else { return counters.drop(.mldInvalid) }
+        // RFC 3810 §6.2: from a link-local address, with hop limit 1 and
+        // the router alert option; otherwise dropped.
+        guard datagram.source.isLinkLocal, datagram.hopLimit == 1, Self.hasMLDRouterAlert(datagram.packet) else {
+            return counters.drop(.mldInvalid)
+        }
         // RFC 3810 §8.1: 24 bytes is MLDv1, 28 or more MLDv2, else neither.
         let version1 = body.byteCount == 0
         guard version1 || body.byteCount >= 4 else { return counters.drop(.mldInvalid) }
@@ -189,6 +193,21 @@ extension Stack {
     /// One MLD message: hop limit 1, a hop-by-hop header with the router
     /// alert option (RFC 2711, value 0: MLD), from the link-local address, or
     /// from :: while there is none yet (RFC 3810 §5.2.13).
+    /// Whether `packet` (an IPv6 packet from its header) starts its chain
+    /// with a hop-by-hop header holding a router alert for MLD (RFC 2711,
+    /// value 0).
+    static func hasMLDRouterAlert(_ packet: RawSpan) -> Bool {
+        guard packet.byteCount > IPv6Packet.headerLength,
+              IPProtocol(rawValue: packet.u8(6)) == .hopByHopOptions,
+              let header = try? IPv6ExtensionHeader(.hopByHopOptions, packet.extracting(IPv6Packet.headerLength...))
+        else { return false }
+        var alerts: [Int] = []
+        try? header.forEachOption { option in
+            if option.type == IPv6Option.routerAlert && option.dataLength == 2 { alerts.append(option.offset) }
+        }
+        return alerts.contains { header.bytes.u8($0 + 2) == 0 && header.bytes.u8($0 + 3) == 0 }
+    }
+
     private func sendListenerMessage(_ message: ICMPv6Message, to destination: IPv6Address, bodyLength: Int,
                                      body: (inout MutableRawSpan) -> Void) {
         let source = ipv6.usableAddresses.first(where: \.isLinkLocal) ?? .unspecified
