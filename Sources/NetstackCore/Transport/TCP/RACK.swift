@@ -32,8 +32,11 @@ struct RACKState {
     private(set) var newestDelivered: (sent: Instant, end: SequenceNumber)?
     /// RACK.rtt: the round trip of that delivery, in nanoseconds.
     private var roundTrip: Int64 = 0
-    /// The smallest round trip seen (RACK.min_RTT; a plain minimum).
-    private(set) var minimumRoundTrip = Int64.max
+    /// RACK.min_RTT: the smallest round trip of the last five minutes
+    /// (Linux's tcp_min_rtt_wlen), so that a path that got longer is seen.
+    private var minimumFilter = WindowedMinimum(window: .seconds(300))
+    /// The smallest round trip, `.max` before the first.
+    var minimumRoundTrip: Int64 { minimumFilter.value ?? .max }
     /// The highest end of delivered data (RACK.fack).
     private var forwardmost: SequenceNumber?
     /// Data was delivered below data delivered before it (RFC 8985 §6.2 step 3).
@@ -87,7 +90,7 @@ struct RACKState {
             guard !record.superseded else { return }
             let elapsed = now.nanoseconds &- record.sent.nanoseconds
             if elapsed >= 0 {
-                minimumRoundTrip = min(minimumRoundTrip, elapsed)
+                minimumFilter.add(elapsed, at: now.nanoseconds)
             }
             if let fack = forwardmost, record.end - fack < 0 { reorderingSeen = true }
             if forwardmost.map({ record.end - $0 > 0 }) ?? true { forwardmost = record.end }
