@@ -458,6 +458,36 @@ import Testing
         }
     }
 
+    /// In TIME-WAIT a bare ACK at RCV.NXT is taken silently; anything else
+    /// (here an ACK past it) is answered with an ACK, at most one per 500 ms
+    /// (RFC 9293 §3.10.7.4, as Linux's TIME-WAIT answers).
+    @Test func timeWaitAnswersWhatIsNotABareACKAtRcvNxt() throws {
+        let host = HostFrames()
+        let driver = StackDriver()
+        let (id, ours) = try driver.acceptConnection(from: host)
+        driver.stack.tcpClose(IPv4.self, id)
+        driver.advance(by: .milliseconds(1))
+        _ = driver.takeSent()
+        // The host acknowledges our FIN and sends its own: TIME-WAIT.
+        driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours &+ 1, flags: [.fin, .ack]))
+        #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .timeWait })
+        _ = driver.takeSent()
+        func acks() -> [TCPHeader] {
+            driver.takeSent().compactMap { d -> TCPHeader? in
+                if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
+            }
+        }
+        driver.receive(host.tcp(40000, 80, sequence: 1002, acknowledgment: ours &+ 1, flags: .ack))
+        #expect(acks().isEmpty, "a bare ACK at RCV.NXT")
+        driver.advance(by: .seconds(1))
+        driver.receive(host.tcp(40000, 80, sequence: 1003, acknowledgment: ours &+ 1, flags: .ack))
+        let answer = acks()
+        #expect(answer.map(\.flags) == [.ack])
+        #expect(answer.first?.acknowledgmentNumber == 1002)
+        driver.receive(host.tcp(40000, 80, sequence: 1003, acknowledgment: ours &+ 1, flags: .ack))
+        #expect(acks().isEmpty, "one per 500 ms")
+    }
+
     /// A SYN with FIN to a listener is dropped (Linux does the same: it is a
     /// scan's probe, not an opening); to a closed port it is reset.
     @Test func synWithFinIsDroppedByAListener() throws {

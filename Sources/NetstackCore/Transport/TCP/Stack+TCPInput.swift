@@ -277,6 +277,18 @@ extension Stack {
             connection.acknowledgeNow = true
             connection.closeDeadline = now + configuration.tcp.timeWait
             return
+        case .timeWait where !segment.hasRST && !segment.hasSYN
+            && (segment.sequence != connection.receiveNext || segment.length > 0):
+            // Anything else but a bare ACK at RCV.NXT is answered with an ACK
+            // and restarts the wait (RFC 9293 §3.10.7.4, TIME-WAIT: "acknowledge
+            // it, and restart the 2 MSL timeout"), as Linux's TIME-WAIT does,
+            // at most one ACK per 500 ms (its tcp_invalid_ratelimit).
+            if now - connection.lastChallenge >= .milliseconds(500) {
+                connection.lastChallenge = now
+                connection.acknowledgeNow = true
+            }
+            if segment.hasACK { connection.closeDeadline = now + configuration.tcp.timeWait }
+            return
         default:
             break
         }
