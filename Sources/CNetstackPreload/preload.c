@@ -276,6 +276,8 @@ int netstack_preload_socket_count(void) {
 
 // MARK: The control protocol
 
+/// docs/control-protocol.md; 2: a TCP stream starts with a marker byte.
+enum { PROTOCOL_VERSION = 2 };
 enum {
     HELLO = 0x01, OPEN_SOCKET = 0x03, BIND = 0x10, LISTEN = 0x11, CONNECT = 0x13,
     GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B, ACCEPT_STREAM = 0x1C,
@@ -492,7 +494,7 @@ static int control_connect_then(struct message then) {
         return -1;
     }
     struct message messages[2] = {request(HELLO), then}, answer;
-    put16(&messages[0], 1);
+    put16(&messages[0], PROTOCOL_VERSION);
     if (send_messages(fd, messages, 2) < 0 || read_answer(fd, &answer, WELCOME) < 0) {
         int saved = errno == ECONNRESET ? ECONNREFUSED : errno;
         REAL(close)(fd);
@@ -540,6 +542,10 @@ static int become_stream(int fd, struct sock *entry) {
     if (read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
     record_endpoints(&answer, entry);
     if (read_answer(fd, &answer, DONE) < 0) return -1;
+    // The stream's marker: the byte the daemon keeps unread, so that its
+    // end closing on a reset reads here as ECONNRESET (docs/control-protocol.md).
+    static const char marker = 0;
+    if (REAL(send)(fd, &marker, 1, MSG_NOSIGNAL) != 1) return -1;
     set_state(entry, CONNECTED);
     return 0;
 }

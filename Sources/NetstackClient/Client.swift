@@ -245,6 +245,15 @@ public final class RemoteSocket: Sendable {
     /// The caller owns the descriptor; this value must not be used again.
     public func stream() async throws -> Int32 {
         try await connection.exchange(.stream)
-        return connection.releaseDescriptor()
+        let descriptor = connection.releaseDescriptor()
+        // The stream's marker (docs/control-protocol.md): the byte the daemon
+        // keeps unread, so that a reset reads here as ECONNRESET.
+        var marker: UInt8 = 0
+        guard Glibc.send(descriptor, &marker, 1, Int32(MSG_NOSIGNAL)) == 1 else {
+            let code = errno
+            Glibc.close(descriptor)
+            throw ClientError(description: "stream marker: \(String(cString: strerror(code)))")
+        }
+        return descriptor
     }
 }

@@ -1,4 +1,4 @@
-/// The control protocol between `netstackd` and local programs, version 1
+/// The control protocol between `netstackd` and local programs, version 2
 /// (described in docs/control-protocol.md).
 ///
 /// Every message is a frame: a 4-byte big-endian length, then that many
@@ -6,7 +6,7 @@
 /// a family byte (4 or 6), the address (4 or 16 bytes) and a 2-byte port;
 /// data is a 4-byte length and the bytes; text is a 2-byte length and UTF-8.
 public enum ControlProtocol {
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     /// The largest frame either side accepts (type and body).
     public static let maximumFrame = 1 << 20 + 64
     /// The most data one send or receive carries.

@@ -138,6 +138,16 @@ final class ControlSession {
         }
         // The program's end may queue as much as the engine's.
         ByteStreamBuffers.enlarge(pair[1])
+        // The stream's marker (docs/control-protocol.md), sent here on the
+        // program's behalf: the byte the engine keeps queued until a clean end.
+        var marker: UInt8 = 0
+        guard send(pair[1], &marker, 1, Int32(MSG_NOSIGNAL)) == 1 else {
+            let code = errno
+            close(pair[0])
+            close(pair[1])
+            await accepted.abort()
+            return await reply(.failure(ControlError(.socket, errno: code, "marker: \(String(cString: strerror(code)))")))
+        }
         // The engine owns pair[0] from here; the client gets a copy of pair[1].
         await accepted.stream(to: pair[0])
         defer { close(pair[1]) }

@@ -13,6 +13,18 @@ public enum BridgeEnd: Sendable, Hashable {
 /// control connection, switched to carry the bytes): what the program writes
 /// is sent, what arrives is written to it, each end of stream is passed on.
 ///
+/// A Unix stream cannot say "reset" apart from "closed" but in one way: a
+/// socket closed with bytes still queued to it makes its peer's next read
+/// fail with `ECONNRESET` (after the bytes queued for the peer; its writes
+/// then fail with `EPIPE`), which is what a program's socket should do when
+/// the TCP connection is reset or the daemon stops. So the program's first
+/// byte on a TCP stream is a marker (docs/control-protocol.md), and the
+/// engine always leaves one byte unread on the descriptor: it peeks at what
+/// follows (`SO_PEEK_OFF`) and then consumes as much from the front, so the
+/// last byte it has taken stays queued. A clean end reads that byte before
+/// closing (the program reads end of file); a failure, `closeAll` or the
+/// daemon dying closes with it queued (the program reads `ECONNRESET`).
+///
 /// The engine does the moving, between batches of frames, as readiness
 /// comes: `read` goes straight into the socket's send ring and `send`
 /// straight from its receive ring, so a byte is copied by the kernel into the
@@ -26,8 +38,11 @@ final class StreamBridges {
         let socket: SocketID
         /// UDP: the IPv4 socket that shares the descriptor, if any.
         var companion: SocketID?
-        /// `move` (TCP) or `moveDatagrams` (UDP) for the socket's IP version.
-        let move: (inout Bridge, Stack) -> Void
+        /// `move` (TCP) or `moveDatagrams` (UDP) for the socket's IP version,
+        /// given the engine's scratch buffer.
+        let move: (inout Bridge, Stack, UnsafeMutableRawBufferPointer) -> Void
+        /// TCP: one byte stays unread on the descriptor (see above).
+        let holdsByte: Bool
         /// Done with the socket in the stack before the descriptor closes (a
         /// UDP socket's port is free again by the time the program sees the end).
         var release: ((Stack) -> Void)?
@@ -54,11 +69,17 @@ final class StreamBridges {
     private var nextKey: UInt64 = 0
     /// Bridges to pump before the engine next waits.
     private var dirty: Set<UInt64> = []
+    /// Where bytes already taken by a peek go when they are consumed.
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 17, alignment: 64)
     /// Tags below this are the engine's own descriptors.
     static let firstTag: UInt64 = 16
 
     init(poller: Int32) {
         self.poller = poller
+    }
+
+    deinit {
+        scratch.deallocate()
     }
 
     var isEmpty: Bool { bridges.isEmpty }
@@ -67,15 +88,23 @@ final class StreamBridges {
     /// Joins `descriptor` (a connected stream descriptor, now ours) to `socket`.
     func add<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
                            onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
-        register(descriptor, socket, move: { Self.move(&$0, $1, I.self, socket) }, onEnd: onEnd)
+        // The marker is the first byte: peeks start after it.
+        var offset: Int32 = 1
+        guard setsockopt(descriptor, SOL_SOCKET, SO_PEEK_OFF, &offset, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            close(descriptor)
+            onEnd(.failed(nil))
+            return
+        }
+        register(descriptor, socket, move: { Self.move(&$0, $1, $2, I.self, socket) }, holdsByte: true, onEnd: onEnd)
     }
 
     /// Joins `descriptor` to the UDP socket `socket` (datagram frames both
     /// ways; see `DatagramFrames`).
     func addDatagrams<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32, companion: SocketID?,
                                     onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
-        register(descriptor, socket, move: { Self.moveDatagrams(&$0, $1, I.self, socket, companion: companion) },
-                 release: { stack in
+        register(descriptor, socket, move: { bridge, stack, _ in
+                     Self.moveDatagrams(&bridge, stack, I.self, socket, companion: companion)
+                 }, holdsByte: false, release: { stack in
                      stack.udpClose(I.self, socket)
                      if let companion { stack.udpClose(IPv4.self, companion) }
                  }, onEnd: onEnd)
@@ -85,8 +114,10 @@ final class StreamBridges {
         }
     }
 
-    private func register(_ descriptor: Int32, _ socket: SocketID, move: @escaping (inout Bridge, Stack) -> Void,
-                          release: ((Stack) -> Void)? = nil, onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
+    private func register(_ descriptor: Int32, _ socket: SocketID,
+                          move: @escaping (inout Bridge, Stack, UnsafeMutableRawBufferPointer) -> Void,
+                          holdsByte: Bool, release: ((Stack) -> Void)? = nil,
+                          onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
         let key = nextKey + Self.firstTag
         nextKey += 1
         let flags = fcntl(descriptor, F_GETFL)
@@ -98,7 +129,8 @@ final class StreamBridges {
             onEnd(.failed(nil))
             return
         }
-        bridges[key] = Bridge(descriptor: descriptor, socket: socket, move: move, release: release, onEnd: onEnd)
+        bridges[key] = Bridge(descriptor: descriptor, socket: socket, move: move, holdsByte: holdsByte,
+                              release: release, onEnd: onEnd)
         bySocket[socket] = key
         dirty.insert(key)
     }
@@ -121,8 +153,11 @@ final class StreamBridges {
     func pump(_ stack: Stack) {
         while let key = dirty.popFirst() {
             guard var bridge = bridges[key] else { continue }
-            bridge.move(&bridge, stack)
+            bridge.move(&bridge, stack, scratch)
             if let end = bridge.failure ?? (bridge.readEnded && bridge.writeEnded ? .finished : nil) {
+                // A clean end takes the held byte: the program reads end of
+                // file, not a reset.
+                if end == .finished && bridge.holdsByte { Self.consume(bridge.descriptor, .max, scratch) }
                 bridges.removeValue(forKey: key)
                 forget(bridge.socket, key)
                 if let companion = bridge.companion { forget(companion, key) }
@@ -141,7 +176,8 @@ final class StreamBridges {
         if bySocket[socket] == key { bySocket.removeValue(forKey: socket) }
     }
 
-    /// Ends every bridge (the engine is stopping): descriptors closed.
+    /// Ends every bridge (the engine is stopping): descriptors closed with
+    /// their held byte, so that each program's next read says `ECONNRESET`.
     func closeAll() {
         for (_, bridge) in bridges {
             close(bridge.descriptor)
@@ -151,7 +187,18 @@ final class StreamBridges {
         bySocket.removeAll()
     }
 
-    private static func move<I: IPVersion>(_ bridge: inout Bridge, _ stack: Stack, _ version: I.Type, _ id: SocketID) {
+    /// Reads and drops up to `count` bytes from the front of `descriptor`
+    /// (fewer when fewer are queued).
+    private static func consume(_ descriptor: Int32, _ count: Int, _ scratch: UnsafeMutableRawBufferPointer) {
+        var left = count
+        while left > 0 {
+            let n = recv(descriptor, scratch.baseAddress, min(left, scratch.count), Int32(MSG_DONTWAIT))
+            if n > 0 { left -= n } else if n < 0 && errno == EINTR { continue } else { return }
+        }
+    }
+
+    private static func move<I: IPVersion>(_ bridge: inout Bridge, _ stack: Stack, _ scratch: UnsafeMutableRawBufferPointer,
+                                           _ version: I.Type, _ id: SocketID) {
         let descriptor = bridge.descriptor
         do throws(SocketError) {
             // Program → stack, while the descriptor has bytes and the ring room.
@@ -160,8 +207,13 @@ final class StreamBridges {
                 var error: Int32 = 0
                 let queued = try stack.tcpSend(I.self, id, maximum: 1 << 20) { space in
                     while true {
-                        let n = read(descriptor, space.baseAddress, space.count)
-                        if n > 0 { return n }
+                        // The new bytes, then as many off the front: the
+                        // last one stays queued.
+                        let n = recv(descriptor, space.baseAddress, space.count, Int32(MSG_PEEK))
+                        if n > 0 {
+                            consume(descriptor, n, scratch)
+                            return n
+                        }
                         if n == 0 { endOfStream = true } else if errno == EINTR { continue }
                         else if errno == EAGAIN { wouldBlock = true } else { error = errno }
                         return 0
