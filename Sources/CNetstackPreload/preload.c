@@ -142,6 +142,13 @@ struct sock {
     int nodelay, keepalive, reuseaddr, reuseport, receive_buffer, send_buffer;
     int keepidle, keepintvl, keepcnt;   // TCP_KEEPIDLE, _KEEPINTVL, _KEEPCNT
     struct linger linger;
+    /// TCP, connected: the stream's key, for options set after connect
+    /// (STREAM_OPTION on a connection of its own).
+    uint64_t stream_key;
+    /// Another descriptor may hold the same connection: a dup made here, or
+    /// any entry older than the last fork (`fork_epoch` then differs).
+    int shared;
+    unsigned epoch;
     struct sockaddr_storage local, peer;
     socklen_t local_length, peer_length;
 };
@@ -170,8 +177,15 @@ static void set_state(struct sock *entry, enum state state) {
     if (after < before) __atomic_sub_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
 }
 
+/// Counts forks, in parent and child alike: an entry claimed before the
+/// last one shares its connection with the other process.
+static unsigned fork_epoch;
+
 static void before_fork(void) { pthread_mutex_lock(&table_lock); }
-static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
+static void after_fork(void) {
+    fork_epoch++;
+    pthread_mutex_unlock(&table_lock);
+}
 
 /// The control socket's path, read once when the library loads: programs
 /// that clear their environment before forking workers (nginx) keep it.
@@ -211,6 +225,7 @@ static struct sock *claim(int fd, int domain, int type) {
         if (had_lock) entry->io = io; else pthread_mutex_init(&entry->io, NULL);
         entry->domain = domain;
         entry->type = type;
+        entry->epoch = fork_epoch;
         // The stack's defaults (TCPSettings), as getsockopt reports them.
         entry->receive_buffer = type == SOCK_DGRAM ? 212992 : 256 * 1024;
         entry->send_buffer = type == SOCK_DGRAM ? 212992 : 1024 * 1024;
@@ -263,6 +278,8 @@ static void copy_entry(int from, int to) {
         int before = intercepted(target);
         *target = saved;
         target->io = io;
+        target->shared = 1;
+        source->shared = 1;
         if (intercepted(target) > before) __atomic_add_fetch(&intercepted_sockets, 1, __ATOMIC_RELAXED);
     }
 }
@@ -276,17 +293,18 @@ int netstack_preload_socket_count(void) {
 
 // MARK: The control protocol
 
-/// docs/control-protocol.md; 2: a TCP stream starts with a marker byte.
-enum { PROTOCOL_VERSION = 2 };
+/// docs/control-protocol.md; 2: a TCP stream starts with a marker byte;
+/// 3: a stream has a key, and its options can be set through it.
+enum { PROTOCOL_VERSION = 3 };
 enum {
     HELLO = 0x01, OPEN_SOCKET = 0x03, BIND = 0x10, LISTEN = 0x11, CONNECT = 0x13,
-    GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B, ACCEPT_STREAM = 0x1C,
-    DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, FAILURE = 0xFF,
+    GET_ENDPOINTS = 0x19, SET_OPTION = 0x1A, STREAM = 0x1B, ACCEPT_STREAM = 0x1C, STREAM_OPTION = 0x1E,
+    DONE = 0x80, WELCOME = 0x81, ENDPOINTS = 0x90, ACCEPTED_STREAM = 0x94, FAILURE = 0xFF,
 };
 enum {
     OPTION_NO_DELAY = 1, OPTION_KEEPALIVE = 2, OPTION_RECEIVE_BUFFER = 3, OPTION_SEND_BUFFER = 4, OPTION_V6_ONLY = 5,
     OPTION_KEEPALIVE_IDLE = 7, OPTION_KEEPALIVE_INTERVAL = 8, OPTION_KEEPALIVE_COUNT = 9,
-    OPTION_REUSE_ADDRESS = 6,
+    OPTION_REUSE_ADDRESS = 6, OPTION_RESET_ON_CLOSE = 10,
 };
 
 /// A message being built or read: type, then body.
@@ -301,6 +319,13 @@ static void put8(struct message *m, uint8_t v) {
 static void put16(struct message *m, uint16_t v) { put8(m, v >> 8); put8(m, v & 0xff); }
 static void put32(struct message *m, uint32_t v) { put16(m, v >> 16); put16(m, v & 0xffff); }
 static void put64(struct message *m, uint64_t v) { put32(m, v >> 32); put32(m, v & 0xffffffff); }
+
+/// The u64 at `at` in a message's bytes (0 when it is too short).
+static uint64_t get64(const struct message *m, size_t at) {
+    uint64_t value = 0;
+    for (size_t i = 0; i < 8; i++) value = value << 8 | (at + i < m->length ? m->bytes[at + i] : 0);
+    return at + 8 <= m->length ? value : 0;
+}
 
 /// Appends an endpoint (family byte, address, port); IPv4-mapped IPv6
 /// addresses go as IPv4 when `unmap`.
@@ -518,6 +543,24 @@ static int set_option(int fd, uint8_t option, uint64_t value) {
     return simple(fd, m);
 }
 
+/// Sets an option of a connected TCP socket, whose own connection carries
+/// its bytes: through a control connection of its own, naming the socket by
+/// its stream's key (docs/control-protocol.md, streamOption).
+static int stream_option(const struct sock *entry, uint8_t option, uint64_t value) {
+    if (!entry->stream_key) return errno = ENOTCONN, -1;
+    struct message m = request(STREAM_OPTION), answer;
+    put64(&m, entry->stream_key);
+    put8(&m, option);
+    put64(&m, value);
+    int control = control_connect_then(m);
+    if (control < 0) return -1;
+    int result = read_answer(control, &answer, DONE);
+    int saved = errno;
+    REAL(close)(control);
+    errno = saved;
+    return result;
+}
+
 /// Applies the options recorded on a socket that is not connected yet.
 static void apply_options(int fd, const struct sock *entry) {
     if (entry->nodelay) set_option(fd, OPTION_NO_DELAY, 1);
@@ -527,9 +570,9 @@ static void apply_options(int fd, const struct sock *entry) {
     if (entry->keepcnt != 9) set_option(fd, OPTION_KEEPALIVE_COUNT, (uint64_t)entry->keepcnt);
 }
 
-/// Records the local and remote endpoints of an ENDPOINTS answer.
-static void record_endpoints(const struct message *answer, struct sock *entry) {
-    size_t at = 1;
+/// Records the local and remote endpoints of an answer, from `at` (1 for
+/// ENDPOINTS, 9 for ACCEPTED_STREAM, after its key).
+static void record_endpoints(const struct message *answer, size_t at, struct sock *entry) {
     if (!get_endpoint(answer, &at, entry->domain, &entry->local, &entry->local_length)) entry->local_length = 0;
     if (!get_endpoint(answer, &at, entry->domain, &entry->peer, &entry->peer_length)) entry->peer_length = 0;
 }
@@ -540,8 +583,9 @@ static int become_stream(int fd, struct sock *entry) {
     struct message messages[2] = {request(GET_ENDPOINTS), request(STREAM)}, answer;
     if (send_messages(fd, messages, 2) < 0) return -1;
     if (read_answer(fd, &answer, ENDPOINTS) < 0) return -1;
-    record_endpoints(&answer, entry);
+    record_endpoints(&answer, 1, entry);
     if (read_answer(fd, &answer, DONE) < 0) return -1;
+    entry->stream_key = get64(&answer, 1);
     // The stream's marker: the byte the daemon keeps unread, so that its
     // end closing on a reset reads here as ECONNRESET (docs/control-protocol.md).
     static const char marker = 0;
@@ -903,7 +947,7 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     // it serves the connection; the others go on waiting (or see EAGAIN).
     int nonblocking = fcntl(fd, F_GETFL) & O_NONBLOCK;
     for (;;) {
-        taken = take_waiting_answer(fd, &answer, ENDPOINTS, &connection);
+        taken = take_waiting_answer(fd, &answer, ACCEPTED_STREAM, &connection);
         if (taken != 0) break;
         if (nonblocking) return errno = EAGAIN, -1;
         // A signal ends the wait with EINTR, as the kernel's accept does.
@@ -920,6 +964,8 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
         return -1;
     }
     int domain = listener->domain;
+    // SO_LINGER is inherited from the listener, as in Linux.
+    struct linger linger = listener->linger;
     post_accept(fd);
     // The answer's descriptor is the connection's byte stream already.
     struct sock *entry = connection >= 0 ? claim(connection, domain, SOCK_STREAM) : NULL;
@@ -927,7 +973,9 @@ int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
         if (connection >= 0) REAL(close)(connection);
         return errno = ECONNABORTED, -1;
     }
-    record_endpoints(&answer, entry);
+    entry->stream_key = get64(&answer, 1);
+    entry->linger = linger;
+    record_endpoints(&answer, 9, entry);
     set_state(entry, CONNECTED);
     apply_flags(connection, flags);
     if (address && length) {
@@ -1128,6 +1176,10 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
     // keeps an accept waiting, a connection carries bytes), and they are
     // recorded only (docs/preload.md).
     int open = entry->type == SOCK_STREAM ? entry->state == OPEN || entry->state == BOUND : !entry->framed;
+    // A connected TCP socket's options go through its stream's key (a
+    // control connection per call; a stream whose connection is gone
+    // already takes none, and the value is only recorded).
+    int streaming = entry->type == SOCK_STREAM && entry->state == CONNECTED && entry->stream_key;
     if (level == SOL_SOCKET) {
         switch (name) {
         case SO_REUSEADDR:
@@ -1138,6 +1190,7 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
         case SO_REUSEPORT: entry->reuseport = number != 0; return 0;
         case SO_KEEPALIVE:
             entry->keepalive = number != 0;
+            if (streaming) stream_option(entry, OPTION_KEEPALIVE, entry->keepalive);
             return open ? set_option(fd, OPTION_KEEPALIVE, entry->keepalive) : 0;
         case SO_RCVBUF:
         case SO_SNDBUF: {
@@ -1162,6 +1215,7 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
         switch (name) {
         case TCP_NODELAY:
             entry->nodelay = number != 0;
+            if (streaming) stream_option(entry, OPTION_NO_DELAY, entry->nodelay);
             return open ? set_option(fd, OPTION_NO_DELAY, entry->nodelay) : 0;
         case TCP_CONGESTION:
             return 0;   // the stack's own (CUBIC) applies
@@ -1175,6 +1229,7 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
             *field = number;
             uint8_t option = name == TCP_KEEPIDLE ? OPTION_KEEPALIVE_IDLE
                 : name == TCP_KEEPINTVL ? OPTION_KEEPALIVE_INTERVAL : OPTION_KEEPALIVE_COUNT;
+            if (streaming) stream_option(entry, option, (uint64_t)number);
             return open ? set_option(fd, option, (uint64_t)number) : 0;
         }
         case TCP_CORK:
@@ -1212,7 +1267,17 @@ int shutdown(int fd, int how) {
 
 int close(int fd) {
     struct sock *entry = lookup(fd);
-    if (entry && entry->state != CONNECTED && !entry->framed) {
+    if (entry && entry->type == SOCK_STREAM && entry->state == CONNECTED && entry->linger.l_onoff &&
+        entry->linger.l_linger == 0) {
+        // SO_LINGER on with a zero time: the daemon resets the connection
+        // when the last descriptor of the stream closes, as Linux does when
+        // the socket's last reference goes (a forked copy keeps it open).
+        stream_option(entry, OPTION_RESET_ON_CLOSE, 1);
+    } else if (entry && (entry->shared || entry->epoch != fork_epoch)) {
+        // Another descriptor (a dup, the other side of a fork) may still
+        // hold the connection: closing this one only drops a reference, as
+        // in the kernel; the socket ends with the last.
+    } else if (entry && entry->state != CONNECTED && !entry->framed) {
         // A listener or a bound socket holds a port: the daemon lets it go
         // when it sees this end finish, and closes its end after that, so
         // waiting for that end makes the port free on return, as a kernel

@@ -26,6 +26,10 @@ public enum ControlCodec {
         case .setOption(let option, let value):
             body.u8(option.rawValue)
             body.u64(value)
+        case .streamOption(let key, let option, let value):
+            body.u64(key)
+            body.u8(option.rawValue)
+            body.u64(value)
         case .queryResult(let json): body.data(json)
         case .done(let value): body.u64(value)
         case .endpoints(let local, let remote):
@@ -37,6 +41,10 @@ public enum ControlCodec {
         case .token(let token, let peer):
             body.u64(token)
             body.optionalEndpoint(peer)
+        case .acceptedStream(let key, let local, let remote):
+            body.u64(key)
+            body.optionalEndpoint(local)
+            body.optionalEndpoint(remote)
         case .failure(let error):
             body.u16(error.code.rawValue)
             body.u32(UInt32(bitPattern: error.errno))
@@ -91,9 +99,7 @@ public enum ControlCodec {
         case 0x18: message = .close
         case 0x19: message = .getEndpoints
         case 0x1A:
-            let raw = try reader.u8()
-            guard let option = SocketOption(rawValue: raw) else { throw ControlError(.malformed, "unknown option \(raw)") }
-            message = .setOption(option, try reader.u64())
+            message = .setOption(try reader.option(), try reader.u64())
         case 0x1B: message = .stream
         case 0x1C: message = .acceptStream
         case 0x1D:
@@ -102,6 +108,9 @@ public enum ControlCodec {
                 throw ControlError(.malformed, "unknown capture format \(raw)")
             }
             message = .capture(filter: try reader.text(), format: format)
+        case 0x1E:
+            let key = try reader.u64()
+            message = .streamOption(key: key, try reader.option(), try reader.u64())
         case 0x80: message = .done(try reader.u64())
         case 0x81: message = .welcome(version: try reader.u16())
         case 0x82: message = .queryResult(try reader.data())
@@ -110,6 +119,9 @@ public enum ControlCodec {
             let from = try reader.optionalEndpoint()
             message = .data(try reader.data(), from: from)
         case 0x93: message = .token(try reader.u64(), peer: try reader.optionalEndpoint())
+        case 0x94:
+            let key = try reader.u64()
+            message = .acceptedStream(key: key, local: try reader.optionalEndpoint(), remote: try reader.optionalEndpoint())
         case 0xFF:
             let raw = try reader.u16()
             let errno = Int32(bitPattern: try reader.u32())
@@ -179,6 +191,11 @@ public enum ControlCodec {
             let raw = try u8()
             guard let family = IPFamily(rawValue: raw) else { throw ControlError(.malformed, "address family \(raw)") }
             return family
+        }
+        mutating func option() throws(ControlError) -> SocketOption {
+            let raw = try u8()
+            guard let option = SocketOption(rawValue: raw) else { throw ControlError(.malformed, "unknown option \(raw)") }
+            return option
         }
         mutating func endpoint() throws(ControlError) -> ControlEndpoint {
             let family = try family()

@@ -1,4 +1,4 @@
-/// The control protocol between `netstackd` and local programs, version 2
+/// The control protocol between `netstackd` and local programs, version 3
 /// (described in docs/control-protocol.md).
 ///
 /// Every message is a frame: a 4-byte big-endian length, then that many
@@ -6,7 +6,7 @@
 /// a family byte (4 or 6), the address (4 or 16 bytes) and a 2-byte port;
 /// data is a 4-byte length and the bytes; text is a 2-byte length and UTF-8.
 public enum ControlProtocol {
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
     /// The largest frame either side accepts (type and body).
     public static let maximumFrame = 1 << 20 + 64
     /// The most data one send or receive carries.
@@ -52,6 +52,10 @@ public enum SocketOption: UInt8, Sendable {
     case keepaliveIdle = 7
     case keepaliveInterval = 8
     case keepaliveCount = 9
+    /// SO_LINGER on with a zero time, for a socket that carries its bytes
+    /// (`streamOption`): 1 makes the program's end closing reset the
+    /// connection (RST) instead of ending it with a FIN.
+    case resetOnClose = 10
 }
 
 /// An address and port, either version: `address` holds 4 or 16 bytes.
@@ -137,7 +141,7 @@ public enum ControlMessage: Equatable, Sendable {
     /// down its write side sends FIN, the peer's FIN shuts down the daemon's.
     case stream
     /// Listeners: the next connection as a byte stream at once. Answered
-    /// with `.endpoints` (local, peer) and, attached to that frame
+    /// with `.acceptedStream` (its key, local and peer endpoints) and, attached to that frame
     /// (SCM_RIGHTS), a Unix stream descriptor that carries the connection's
     /// bytes as a `stream` connection would: no `join` and no new control
     /// connection per accepted connection.
@@ -146,6 +150,10 @@ public enum ControlMessage: Equatable, Sendable {
     /// capture file (pcap or pcapng) of every frame the BPF `filter` selects
     /// (all when empty), and no more messages, until the client closes it.
     case capture(filter: String, format: CaptureFileFormat)
+    /// On a connection with no socket: sets an option of the socket whose
+    /// bytes a stream carries, named by the key its `stream` or
+    /// `acceptStream` answer gave (the stream itself takes no more messages).
+    case streamOption(key: UInt64, SocketOption, UInt64)
 
     case welcome(version: UInt16)
     /// A query's answer: a JSON document of the query's `Codable` type.
@@ -156,6 +164,9 @@ public enum ControlMessage: Equatable, Sendable {
     /// Received bytes, and for a datagram its source.
     case data([UInt8], from: ControlEndpoint?)
     case token(UInt64, peer: ControlEndpoint?)
+    /// The answer to `acceptStream`: the stream's key (for `streamOption`)
+    /// and the connection's endpoints, with the stream descriptor attached.
+    case acceptedStream(key: UInt64, local: ControlEndpoint?, remote: ControlEndpoint?)
     case failure(ControlError)
 
     var type: UInt8 {
@@ -178,12 +189,14 @@ public enum ControlMessage: Equatable, Sendable {
         case .stream: 0x1B
         case .acceptStream: 0x1C
         case .capture: 0x1D
+        case .streamOption: 0x1E
         case .done: 0x80
         case .welcome: 0x81
         case .queryResult: 0x82
         case .endpoints: 0x90
         case .data: 0x91
         case .token: 0x93
+        case .acceptedStream: 0x94
         case .failure: 0xFF
         }
     }

@@ -33,12 +33,17 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         /// Joins the connection to a stream descriptor (the engine moves the
         /// bytes; see `SocketRuntime.bridge`).
         case bridge(descriptor: Int32, onEnd: @Sendable (BridgeEnd) -> Void, Reply<Void>)
+        /// SO_LINGER on with a zero time: once bridged, the program's end of
+        /// the descriptor closing resets the connection instead of sending FIN.
+        case setResetOnClose(Bool, Reply<Void>)
     }
 
     let runtime: SocketRuntime
     public let id: SocketID
     /// Set by `abort`, so that `close` does not also try a graceful close.
     private let aborted = AbortFlag()
+    /// `setResetOnClose`, for a bridge made after it.
+    private var resetOnClose = false
 
     init(runtime: SocketRuntime, id: SocketID) {
         self.runtime = runtime
@@ -172,7 +177,11 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
             reply.succeed()
             return .closeStream
         case .bridge(let descriptor, let onEnd, let reply):
-            runtime.bridge(I.self, id, descriptor: descriptor, onEnd: onEnd)
+            runtime.bridge(I.self, id, descriptor: descriptor, resetOnClose: resetOnClose, onEnd: onEnd)
+            reply.succeed()
+        case .setResetOnClose(let on, let reply):
+            resetOnClose = on
+            runtime.setBridgeResetOnClose(id, on)
             reply.succeed()
         case .abort(let reply):
             aborted.set()
@@ -307,6 +316,11 @@ public final class StreamSocket<I: IPVersion>: Sendable {
     public func bridge(to descriptor: Int32, onEnd: @escaping @Sendable (BridgeEnd) -> Void) async throws(SocketError) {
         try await ask { .bridge(descriptor: descriptor, onEnd: onEnd, $0) }
     }
+
+    /// SO_LINGER on with a zero time (`on`), or off: whether the program's
+    /// end of the bridge closing resets the connection (RST, RFC 9293
+    /// §3.10.5's ABORT) rather than closing it (FIN).
+    public func setResetOnClose(_ on: Bool) async throws(SocketError) { try await ask { .setResetOnClose(on, $0) } }
 
     /// Resets the connection (RST) and ends this handle.
     public func abort() async {

@@ -259,30 +259,38 @@ struct PreloadTests {
         #expect((try? String(contentsOfFile: "\(scratch.path)/out", encoding: .utf8)) == "after-connect")
     }
 
-    /// SO_KEEPALIVE with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT set before connect:
-    /// the stack probes at the program's pace and gives up on a peer that
-    /// went silent, and a value outside Linux's range is EINVAL.
-    @Test func keepaliveTimingSetByTheProgramApplies() throws {
+    /// SO_KEEPALIVE with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT set before connect,
+    /// or after it (through the stream's key): the stack probes at the
+    /// program's pace and gives up on a peer that went silent, and a value
+    /// outside Linux's range is EINVAL.
+    @Test(arguments: [false, true])
+    func keepaliveTimingSetByTheProgramApplies(afterConnect: Bool) throws {
         let (namespace, daemon) = try DaemonProcess.start("plkeep")
         defer { namespace.remove() }
         defer { daemon.stop() }
         let scratch = try Scratch("plkeep")
         let script = try scratch.write("client.py", """
             import socket, sys, time
+            def configure(s):
+                try:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0)
+                    print("idle0:accepted", flush=True)
+                except OSError as e:
+                    print("idle0:errno%d" % e.errno, flush=True)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+                print("get:%d,%d,%d" % (s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                                        s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                                        s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)), flush=True)
+            after = \(afterConnect ? "True" : "False")
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0)
-                print("idle0:accepted", flush=True)
-            except OSError as e:
-                print("idle0:errno%d" % e.errno, flush=True)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
-            print("get:%d,%d,%d" % (s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-                                    s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-                                    s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)), flush=True)
+            if not after:
+                configure(s)
             s.connect(("192.168.69.100", 7031))
+            if after:
+                configure(s)
             s.sendall(b"hello")
             print("connected", flush=True)
             start = time.monotonic()
@@ -314,7 +322,7 @@ struct PreloadTests {
         #expect(program.output.contains("idle0:errno22"), "\(program.output)")
         #expect(program.output.contains("get:1,1,2"), "\(program.output)")
         // 1 s idle, then 2 probes 1 s apart: over within a few seconds. The
-        // abort reaches the program as end-of-file, since a Unix stream
+        // abort reaches the program as ECONNRESET, since a Unix stream
         // cannot carry ETIMEDOUT (docs/preload.md).
         #expect(!program.output.contains("outcome:hung") && !program.output.contains("outcome:data"),
                 "\(program.output)")
@@ -560,5 +568,89 @@ struct PreloadTests {
         print("reset and clean end through the preload: \(answer)")
         #expect(answer == "reset: bye ECONNRESET EPIPE clean: bye eof", "\(answer)")
         #expect(host.wait() == 0, "\(host.output)")
+    }
+    /// SO_LINGER on with a zero time: closing resets the connection, on a
+    /// connected socket and on an accepted one (inherited from its
+    /// listener), and only when the last descriptor goes (a forked child's
+    /// copy keeps the connection open); without it a close is a FIN.
+    @Test func lingerWithAZeroTimeClosesWithAReset() throws {
+        let (namespace, daemon) = try DaemonProcess.start("pllinger")
+        defer { namespace.remove() }
+        defer { daemon.stop() }
+        let scratch = try Scratch("pllinger")
+        // The host side: each connection answers its first bytes with "ok",
+        // then reads to its end, which is an end of file or a reset.
+        let server = try scratch.write("server.py", """
+            import socket, time
+            def drain(c, got):
+                try:
+                    while True:
+                        piece = c.recv(100)
+                        if not piece:
+                            return got.decode() + ":eof"
+                        got += piece
+                except ConnectionResetError:
+                    return got.decode() + ":reset"
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("0.0.0.0", 7031))
+            listener.listen(4)
+            results = []
+            for case in range(3):
+                c, _ = listener.accept()
+                got = c.recv(100)
+                c.sendall(b"ok")
+                results.append(drain(c, got))
+                c.close()
+            # The program's listener (SO_LINGER set before listen).
+            for attempt in range(100):
+                try:
+                    c = socket.create_connection(("192.168.69.1", 7032), timeout=10)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            c.sendall(b"in")
+            results.append(drain(c, b"accepted"))
+            print(" ".join(results), flush=True)
+            """)
+        let client = try scratch.write("client.py", """
+            import os, socket, struct, time
+            zero = struct.pack("ii", 1, 0)
+            def connect(first):
+                c = socket.create_connection(("192.168.69.100", 7031), timeout=10)
+                c.sendall(first)
+                assert c.recv(2) == b"ok"
+                return c
+            connect(b"plain").close()
+            c = connect(b"linger")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, zero)
+            c.close()
+            c = connect(b"parent")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, zero)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, zero)
+            listener.bind(("0.0.0.0", 7032))
+            listener.listen(4)
+            child = os.fork()
+            if child == 0:
+                listener.close()
+                c.sendall(b"child")
+                time.sleep(0.3)   # "child" is sent before the reset
+                c.close()
+                os._exit(0)
+            c.close()
+            os.waitpid(child, 0)
+            accepted, _ = listener.accept()
+            assert accepted.recv(2) == b"in"
+            accepted.close()
+            """)
+        let host = try BackgroundCommand(in: namespace, "timeout 30 python3 \(server)")
+        defer { host.stop() }
+        try waitForKernelListener(namespace, port: 7031)
+        _ = try namespace.run(daemon.preloaded("timeout 30 python3 \(client)"))
+        #expect(host.wait() == 0, "\(host.output)")
+        let results = host.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        print("closes through the preload: \(results)")
+        #expect(results == "plain:eof linger:reset parentchild:reset accepted:reset", "\(results)")
     }
 }

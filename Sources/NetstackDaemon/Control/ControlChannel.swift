@@ -74,16 +74,19 @@ enum ControlChannel: Sendable {
     /// `stream` was answered); once both directions end, or one fails, the
     /// channel closes (gracefully, or with a reset). The descriptor is the
     /// engine's from now on.
-    func stream(to descriptor: Int32) async {
+    /// `ended` runs once the stream is over.
+    func stream(to descriptor: Int32, ended: @escaping @Sendable () -> Void = {}) async {
         func join<I: IPVersion>(_ socket: StreamSocket<I>) async {
             do {
                 try await socket.bridge(to: descriptor) { end in
+                    ended()
                     Task {
                         if end == .finished { await socket.close() } else { await socket.abort() }
                     }
                 }
             } catch {
                 // The socket went away meanwhile: the client sees its stream end.
+                ended()
                 Glibc.close(descriptor)
                 await socket.abort()
             }
@@ -91,12 +94,14 @@ enum ControlChannel: Sendable {
         func frames<I: IPVersion>(_ socket: DatagramSocket<I>, companion: DatagramSocket<IPv4>? = nil) async {
             do {
                 try await socket.bridge(to: descriptor, companion: companion) { _ in
+                    ended()
                     Task {
                         await companion?.close()
                         await socket.close()
                     }
                 }
             } catch {
+                ended()
                 Glibc.close(descriptor)
                 await companion?.close()
                 await socket.close()
@@ -108,7 +113,9 @@ enum ControlChannel: Sendable {
         case .datagram4(let socket): await frames(socket)
         case .datagram6(let socket): await frames(socket)
         case .dualDatagrams(let sockets): await frames(sockets.v6, companion: sockets.v4)
-        case .dual: Glibc.close(descriptor)
+        case .dual:
+            ended()
+            Glibc.close(descriptor)
         }
     }
 
@@ -167,6 +174,7 @@ enum ControlChannel: Sendable {
         case .setOption(.keepaliveCount, let value): try await socket.setKeepaliveTiming(probes: Int(clamping: value))
         case .setOption(.receiveBuffer, let value): try await socket.setBufferSizes(receive: Int(clamping: value))
         case .setOption(.sendBuffer, let value): try await socket.setBufferSizes(send: Int(clamping: value))
+        case .setOption(.resetOnClose, let value): try await socket.setResetOnClose(value != 0)
         case .setOption(.reuseAddress, _):
             // TCP binds never clash with connections (TIME-WAIT included), so
             // there is nothing SO_REUSEADDR would allow.

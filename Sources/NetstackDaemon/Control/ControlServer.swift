@@ -133,6 +133,7 @@ struct ControlServer: ServiceLifecycle.Service {
 final class ControlContext: Sendable {
     let runtime: SocketRuntime
     let tokens = SocketTokens()
+    let streams = StreamKeys()
     let queries: AnySendableService<QueryKind, [UInt8]>
     let stopped = Latch()
     let clients: ControlClients
@@ -221,6 +222,31 @@ final class SocketTokens: Sendable {
 
     func take(_ token: UInt64) -> ControlChannel? {
         waiting.withLock { $0.removeValue(forKey: token)?.channel }
+    }
+}
+
+/// The sockets whose bytes a stream carries, by the key their `stream` or
+/// `acceptStream` answer gave, so that `streamOption` can still reach them
+/// (the stream itself takes no messages). An entry lasts as long as its
+/// stream, so there are never more than the streams open.
+final class StreamKeys: Sendable {
+    private let streams = Mutex<[UInt64: ControlChannel]>([:])
+
+    func insert(_ channel: ControlChannel) -> UInt64 {
+        streams.withLock { streams in
+            var key: UInt64 = 0
+            while key == 0 || streams[key] != nil { key = UInt64.random(in: 1...UInt64.max) }
+            streams[key] = channel
+            return key
+        }
+    }
+
+    func channel(_ key: UInt64) -> ControlChannel? {
+        streams.withLock { $0[key] }
+    }
+
+    func remove(_ key: UInt64) {
+        _ = streams.withLock { $0.removeValue(forKey: key) }
     }
 }
 

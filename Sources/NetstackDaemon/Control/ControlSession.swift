@@ -75,12 +75,18 @@ final class ControlSession {
                     await reply(.failure(refusal))
                     continue
                 }
-                // The answer goes before any of the stream's bytes can.
-                guard await reply(.done(0)) else { return await closeChannel() }
+                // The answer (with the stream's key) goes before any of the
+                // stream's bytes can.
+                let streams = context.streams
+                let key = streams.insert(open)
+                guard await reply(.done(key)) else {
+                    streams.remove(key)
+                    return await closeChannel()
+                }
                 channel = nil
                 // The bridge watches the descriptor from now on.
                 await context.runtime.unwatch(client)
-                await open.stream(to: client)
+                await open.stream(to: client) { streams.remove(key) }
                 return true
             case .message(.acceptStream):
                 guard await acceptStream() else { return await closeChannel() }
@@ -117,7 +123,7 @@ final class ControlSession {
     }
 
     /// `acceptStream`: takes the listener's next connection, joins it to one
-    /// end of a new socket pair and sends the other end with the endpoints
+    /// end of a new socket pair and sends the other end with its key and endpoints
     /// (docs/control-protocol.md). False once the client is gone.
     private func acceptStream() async -> Bool {
         guard let listener = channel else {
@@ -126,7 +132,7 @@ final class ControlSession {
         let (answer, accepted) = await listener.handle(.accept)
         guard let accepted else { return await reply(answer) }
         let (endpoints, _) = await accepted.handle(.getEndpoints)
-        guard case .endpoints = endpoints else {
+        guard case .endpoints(let local, let remote) = endpoints else {
             await accepted.abort()
             return await reply(endpoints)
         }
@@ -149,9 +155,12 @@ final class ControlSession {
             return await reply(.failure(ControlError(.socket, errno: code, "marker: \(String(cString: strerror(code)))")))
         }
         // The engine owns pair[0] from here; the client gets a copy of pair[1].
-        await accepted.stream(to: pair[0])
+        let streams = context.streams
+        let key = streams.insert(accepted)
+        await accepted.stream(to: pair[0]) { streams.remove(key) }
         defer { close(pair[1]) }
-        return await io.write(ControlCodec.encode(endpoints), passing: pair[1])
+        return await io.write(ControlCodec.encode(.acceptedStream(key: key, local: local, remote: remote)),
+                              passing: pair[1])
     }
 
     /// The answer to one request, and whether the connection ends after it.
@@ -174,6 +183,13 @@ final class ControlSession {
             }
             channel = joined
             return (.done(0), false)
+        case (.streamOption(let key, let option, let value), nil):
+            // SO_LINGER and friends on a socket whose connection carries its
+            // bytes now: through the key its stream answer gave.
+            guard let streaming = context.streams.channel(key) else {
+                return (.failure(ControlError(.unknownToken, "no stream has key \(key)")), false)
+            }
+            return (await streaming.handle(.setOption(option, value)).0, false)
         case (.close, let open?):
             channel = nil
             await open.close()

@@ -77,9 +77,24 @@ public final class SocketRuntime: Sendable {
     /// other, each end of stream passed on, until both have ended or one side
     /// failed; then the descriptor is closed and `onEnd` says how it went
     /// (on the engine thread). The socket itself stays open for its owner.
-    public func bridge<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32,
+    /// `resetOnClose`: see `setBridgeResetOnClose`.
+    public func bridge<I: IPVersion>(_ version: I.Type, _ socket: SocketID, descriptor: Int32, resetOnClose: Bool = false,
                                      onEnd: @escaping @Sendable (BridgeEnd) -> Void) {
-        join(descriptor, onEnd: onEnd) { $0.add(I.self, socket, descriptor: descriptor, onEnd: onEnd) }
+        join(descriptor, onEnd: onEnd) {
+            $0.add(I.self, socket, descriptor: descriptor, onEnd: onEnd)
+            if resetOnClose { $0.setResetOnClose(socket, true) }
+        }
+    }
+
+    /// Whether the program closing its end of `socket`'s bridge (if it has
+    /// one) ends the bridge as a failure, so that its owner resets the
+    /// connection: SO_LINGER on with a zero time.
+    public func setBridgeResetOnClose(_ socket: SocketID, _ on: Bool) {
+        guard let bridges else { return }
+        submitWork { stack in
+            bridges.value.setResetOnClose(socket, on)
+            bridges.value.pump(stack)
+        }
     }
 
     /// Joins a UDP socket to `descriptor`: datagrams travel as frames

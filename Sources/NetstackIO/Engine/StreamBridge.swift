@@ -59,6 +59,9 @@ final class StreamBridges {
         var readEnded = false
         /// The peer's FIN was passed on as a shutdown of the descriptor.
         var writeEnded = false
+        /// TCP, SO_LINGER on with a zero time: the program closing its end
+        /// fails the bridge (its owner resets the connection).
+        var resetOnClose = false
         var failure: BridgeEnd?
         let onEnd: @Sendable (BridgeEnd) -> Void
     }
@@ -144,6 +147,13 @@ final class StreamBridges {
         dirty.insert(tag)
     }
 
+    /// See `Bridge.resetOnClose`.
+    func setResetOnClose(_ socket: SocketID, _ on: Bool) {
+        guard let key = bySocket[socket], bridges[key]?.holdsByte == true else { return }
+        bridges[key]!.resetOnClose = on
+        dirty.insert(key)
+    }
+
     /// The stack has news for `socket` (bytes, room, an end of stream, an error).
     func socketEvent(_ socket: SocketID) {
         if let key = bySocket[socket] { dirty.insert(key) }
@@ -187,6 +197,13 @@ final class StreamBridges {
         bySocket.removeAll()
     }
 
+    /// Whether the program has closed its end of `descriptor` (not only shut
+    /// down writing): a Unix stream whose peer is gone hangs up.
+    private static func programClosed(_ descriptor: Int32) -> Bool {
+        var end = pollfd(fd: descriptor, events: 0, revents: 0)
+        return poll(&end, 1, 0) == 1 && end.revents & Int16(POLLHUP) != 0
+    }
+
     /// Reads and drops up to `count` bytes from the front of `descriptor`
     /// (fewer when fewer are queued).
     private static func consume(_ descriptor: Int32, _ count: Int, _ scratch: UnsafeMutableRawBufferPointer) {
@@ -200,6 +217,12 @@ final class StreamBridges {
     private static func move<I: IPVersion>(_ bridge: inout Bridge, _ stack: Stack, _ scratch: UnsafeMutableRawBufferPointer,
                                            _ version: I.Type, _ id: SocketID) {
         let descriptor = bridge.descriptor
+        if bridge.resetOnClose && bridge.readEnded && Self.programClosed(descriptor) {
+            // SO_LINGER's zero time, and the program closed after it shut
+            // down writing (its FIN went already): a reset now.
+            bridge.failure = .failed(nil)
+            return
+        }
         do throws(SocketError) {
             // Program → stack, while the descriptor has bytes and the ring room.
             while bridge.readable && !bridge.readEnded {
@@ -223,6 +246,12 @@ final class StreamBridges {
                 if wouldBlock { bridge.readable = false }
                 if endOfStream {
                     bridge.readEnded = true
+                    if bridge.resetOnClose && Self.programClosed(descriptor) {
+                        // The program closed with SO_LINGER's zero time: a
+                        // reset, not a FIN (RFC 9293 §3.10.5, ABORT).
+                        bridge.failure = .failed(nil)
+                        return
+                    }
                     try stack.tcpShutdown(I.self, id, read: false, write: true)
                 }
                 if queued == 0 { break }
