@@ -239,6 +239,7 @@ extension Stack {
                 ?? TCPSocketOptions(configuration.tcp)
             connection.allocateBuffers(send: options.sendBuffer, receive: options.receiveBuffer)
         }
+        connection.roundReceiveBufferToSegments(limit: configuration.tcp.maximumBuffer)
         if connection.keepalive { connection.keepaliveDeadline = now + connection.keepaliveTiming.idle }
         if let parent = connection.parent, let listener = layer.tcp.listener(parent) {
             if wasHalfOpen { listener.halfOpen -= 1 }
@@ -777,13 +778,27 @@ extension Stack {
                 return
             }
         }
+        // Bytes this segment repeats of data held out of order are a
+        // duplicate, reported in a D-SACK block (RFC 2883 §4), as Linux does;
+        // one block per segment, the first repeated bytes (those below
+        // RCV.NXT, when some were).
+        let arrived = offset..<(offset + written)
+        let repeated = connection.outOfOrder.ranges.first { $0.overlaps(arrived) }?.clamped(to: arrived)
+        if let repeated, early <= 0 {
+            noteDuplicate(connection, connection.receiveNext + repeated.lowerBound, length: repeated.count)
+        }
         if offset == 0 {
             let hadHoles = !connection.outOfOrder.isEmpty
             advanceReceive(connection, by: written)
             if hadHoles {
                 // Filling a hole: acknowledge at once (RFC 5681 §4.2).
                 connection.acknowledgeNow = true
-            } else if connection.quickAcknowledgments > 0 {
+            } else if connection.quickAcknowledgments > 0 && written >= connection.sendMSS {
+                // Full-sized segments early on: a sender in slow start,
+                // which each ACK lets send more (Linux's quick-ACK mode).
+                // A smaller one is more likely a request, whose answer will
+                // carry the ACK: it waits as delayed ACKs do (RFC 1122
+                // §4.2.3.2), as FreeBSD delays from the first segment.
                 connection.quickAcknowledgments -= 1
                 acknowledgeAtFlush(connection)
             } else {
@@ -801,10 +816,10 @@ extension Stack {
             }
             signal(connection.id)
         } else {
-            if connection.outOfOrder.ranges.contains(where: { $0.lowerBound <= offset && offset + written <= $0.upperBound }) {
-                noteDuplicate(connection, sequence, length: written)
-            } else if connection.outOfOrder.insert(offset..<(offset + written)) {
-                connection.latestOutOfOrder = (sequence, sequence + written)
+            if repeated == arrived || connection.outOfOrder.insert(arrived) {
+                // Its block (the one it repeats, or the one it joined) is now
+                // the one last received.
+                connection.noteOutOfOrderArrival(sequence)
             }
             // Out of order: a duplicate ACK at once (RFC 5681 §4.2), with SACK.
             connection.acknowledgeNow = true
@@ -827,7 +842,7 @@ extension Stack {
             connection.outOfOrder.rebase(by: advance)
             advance = connection.outOfOrder.removeLeading()?.count ?? 0
         }
-        if connection.outOfOrder.isEmpty { connection.latestOutOfOrder = nil }
+        if connection.outOfOrder.isEmpty { connection.recentOutOfOrder.removeAll(keepingCapacity: true) }
     }
 
     /// The peer's FIN (RFC 9293 §3.10.7.4 eighth check).

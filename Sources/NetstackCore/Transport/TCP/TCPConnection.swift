@@ -130,9 +130,9 @@ final class TCPConnection<I: IPVersion> {
     var receiveCapacity = 0
     /// Out-of-order data held, as offsets from `receiveNext`.
     var outOfOrder: RangeList
-    /// The most recently received out-of-order range (absolute), which the
-    /// first SACK block reports (RFC 2018 §4).
-    var latestOutOfOrder: (start: SequenceNumber, end: SequenceNumber)?
+    /// Where the latest out-of-order segments began, the newest first, one
+    /// per block: the order SACK blocks are reported in (RFC 2018 §4).
+    var recentOutOfOrder: [SequenceNumber] = []
     /// The right edge of the window last advertised; it never moves left.
     var receiveAdvertisedEdge = SequenceNumber(0)
     /// The peer's FIN has been received (in order).
@@ -321,6 +321,20 @@ final class TCPConnection<I: IPVersion> {
         }
     }
 
+    /// Rounds the receive buffer up to a whole number of segments of the
+    /// connection's MSS, once that is known (at establishment, as FreeBSD's
+    /// tcp_mss does), up to `limit`: a window of whole segments leaves no
+    /// tail that a full-sized segment cannot use (the receiver's side of
+    /// silly window avoidance, RFC 9293 §3.8.6.2.2). Nothing is buffered yet,
+    /// and an empty ring holds no storage, so this allocates nothing.
+    func roundReceiveBufferToSegments(limit: Int) {
+        guard sendMSS > 0, receiveBuffer.isEmpty, outOfOrder.isEmpty else { return }
+        let rounded = (receiveCapacity + sendMSS - 1) / sendMSS * sendMSS
+        guard rounded != receiveCapacity, rounded <= limit else { return }
+        receiveCapacity = rounded
+        receiveBuffer.resize(rounded + Self.windowRoundingSlack)
+    }
+
     /// A window field rounds up to a multiple of 2^shift (at most 2^7 here)
     /// rather than shrink the window; the ring has room for that much more.
     static var windowRoundingSlack: Int { 128 }
@@ -359,15 +373,19 @@ final class TCPConnection<I: IPVersion> {
     var advertisedWindow: Int { max(0, receiveAdvertisedEdge - receiveNext) }
 
     /// The window to put in the next segment, in bytes before scaling. The
-    /// right edge never moves left (RFC 9293 §3.8.6.2.2); it moves right only
-    /// by at least min(half the buffer, one MSS), receiver-side silly window
-    /// avoidance.
+    /// right edge never moves left (RFC 9293 §3.8.6.2.2). Silly window
+    /// avoidance on the receiver's side: a small window (under min(half the
+    /// buffer, one MSS)) moves its edge right only by at least that much, so
+    /// that a nearly closed window opens by whole segments; a window of that
+    /// size or more moves its edge with every segment that goes, by whatever
+    /// was read, as Linux and FreeBSD do (a window that large is not silly,
+    /// and holding its edge back only shrinks what the sender may send).
     func windowToAdvertise() -> Int {
-        let edge = receiveNext + receiveSpace
-        let growth = edge - receiveAdvertisedEdge
+        let offered = min(receiveSpace, 65_535 << Int(receiveWindowShift))
+        let growth = receiveNext + offered - receiveAdvertisedEdge
         let threshold = min(receiveCapacity / 2, sendMSS)
-        if growth >= threshold || receiveAdvertisedEdge - receiveNext < 0 {
-            return receiveSpace
+        if growth >= threshold || (growth > 0 && offered >= threshold) || receiveAdvertisedEdge - receiveNext < 0 {
+            return offered
         }
         return advertisedWindow
     }
@@ -402,25 +420,40 @@ final class TCPConnection<I: IPVersion> {
         return sendMSS - (2 + 2 + 8 * blocks)
     }
 
+    /// An out-of-order segment starting at `start` was just stored: its
+    /// block becomes the most recent (one entry per block; four kept).
+    func noteOutOfOrderArrival(_ start: SequenceNumber) {
+        let block = outOfOrder.ranges.first { $0.contains(start - receiveNext) }
+        recentOutOfOrder.removeAll { earlier in block?.contains(earlier - receiveNext) ?? false }
+        recentOutOfOrder.insert(start, at: 0)
+        if recentOutOfOrder.count > Self.recentBlocksKept { recentOutOfOrder.removeLast() }
+    }
+
+    static var recentBlocksKept: Int { 4 }
+
     /// Up to `limit` SACK blocks for what is held out of order (RFC 2018 §4):
-    /// the most recently received first, then the others from the lowest.
+    /// the block of the segment that arrived last first, then the blocks of
+    /// earlier arrivals, most recent first (the blocks most recently
+    /// reported, repeated), then any others from the lowest.
     func sackBlocks(limit: Int) -> SACKBlocks {
         var blocks = SACKBlocks()
         guard sackPermitted, limit > 0 else { return blocks }
         // A D-SACK goes first (RFC 2883 §4).
         if let duplicate = duplicateReport { blocks.append(left: duplicate.left.rawValue, right: duplicate.right.rawValue) }
         guard !outOfOrder.isEmpty else { return blocks }
-        var first: Range<Int>?
-        if let latest = latestOutOfOrder {
-            let start = latest.start - receiveNext
-            first = outOfOrder.ranges.first { $0.contains(start) || $0.lowerBound == start }
+        let firstHeld = blocks.count
+        func add(_ range: Range<Int>) {
+            let left = (receiveNext + range.lowerBound).rawValue
+            guard blocks.count < limit, !(firstHeld..<blocks.count).contains(where: { blocks[$0].left == left }) else {
+                return
+            }
+            blocks.append(left: left, right: (receiveNext + range.upperBound).rawValue)
         }
-        if let first {
-            blocks.append(left: (receiveNext + first.lowerBound).rawValue, right: (receiveNext + first.upperBound).rawValue)
+        for start in recentOutOfOrder {
+            let offset = start - receiveNext
+            if let range = outOfOrder.ranges.first(where: { $0.contains(offset) }) { add(range) }
         }
-        for range in outOfOrder.ranges where range != first && blocks.count < limit {
-            blocks.append(left: (receiveNext + range.lowerBound).rawValue, right: (receiveNext + range.upperBound).rawValue)
-        }
+        for range in outOfOrder.ranges where blocks.count < limit { add(range) }
         return blocks
     }
 
