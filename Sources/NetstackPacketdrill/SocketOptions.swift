@@ -15,6 +15,10 @@ extension Backend {
             length.pointee = 4
         }
         switch (level, name) {
+        case (SOL_SOCKET, SO_RCVBUF) where descriptor.transport == .tcp:
+            var size = descriptor.receiveBuffer
+            try apply { () throws(SocketError) in size = try receiveBufferSize(descriptor.family, descriptor) }
+            try integer(size)
         case (SOL_SOCKET, SO_RCVBUF): try integer(descriptor.receiveBuffer)
         case (SOL_SOCKET, SO_SNDBUF): try integer(descriptor.sendBuffer)
         case (SOL_SOCKET, SO_REUSEADDR): try integer(descriptor.reuseAddress ? 1 : 0)
@@ -46,6 +50,11 @@ extension Backend {
         default:
             throw Errno(ENOPROTOOPT)
         }
+    }
+
+    private func receiveBufferSize<I: SocketFamily>(_ version: I.Type, _ descriptor: Descriptor) throws(SocketError)
+        -> Int {
+        try stack.tcpReceiveBufferSize(I.self, descriptor.id)
     }
 
     /// SO_ERROR: a failed connect's error, once.

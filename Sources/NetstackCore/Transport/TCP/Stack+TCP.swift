@@ -370,6 +370,18 @@ extension Stack {
         }
     }
 
+    /// The receive buffer's size (what SO_RCVBUF reads): the size set, and
+    /// for a connection the size it has (rounded up to whole segments once
+    /// established).
+    public func tcpReceiveBufferSize<I: IPVersion>(_ version: I.Type, _ id: SocketID) throws(SocketError) -> Int {
+        switch I.layer(of: self).tcp.entries[id] {
+        case .open(let socket)?: socket.options.receiveBuffer
+        case .listener(let listener)?: listener.options.receiveBuffer
+        case .connection(let connection)?: connection.receiveCapacity
+        case nil: throw .closed
+        }
+    }
+
     /// This socket's keepalive timing (what TCP_KEEPIDLE and friends read).
     public func tcpKeepaliveTiming<I: IPVersion>(_ version: I.Type, _ id: SocketID) throws(SocketError)
         -> KeepaliveTiming {

@@ -165,6 +165,11 @@ extension Stack {
         connection.peerMSS = peerMSS
         updateSendMSS(connection)
         connection.congestion = CongestionControl(configuration.tcp.congestionControl, mss: connection.sendMSS)
+        // A connect's buffers exist already: whole segments now. (An
+        // accepted connection gets its buffers, rounded, once established.)
+        if connection.receiveCapacity > 0 {
+            connection.roundReceiveBufferToSegments(limit: configuration.tcp.maximumBuffer)
+        }
     }
 
     /// Recomputes the send MSS from the peer's MSS and the path MTU to it
