@@ -462,9 +462,10 @@ import Testing
         }
     }
 
-    /// In TIME-WAIT a bare ACK at RCV.NXT is taken silently; anything else
-    /// (here an ACK past it) is answered with an ACK, at most one per 500 ms
-    /// (RFC 9293 §3.10.7.4, as Linux's TIME-WAIT answers).
+    /// In TIME-WAIT a bare ACK at RCV.NXT is taken silently, and so is an
+    /// acceptable segment without the ACK bit; anything else (here an ACK
+    /// past it) is answered with an ACK, at most one per 500 ms (RFC 9293
+    /// §3.10.7.4, as Linux's TIME-WAIT answers).
     @Test func timeWaitAnswersWhatIsNotABareACKAtRcvNxt() throws {
         let host = HostFrames()
         let driver = StackDriver()
@@ -490,6 +491,13 @@ import Testing
         #expect(answer.first?.acknowledgmentNumber == 1002)
         driver.receive(host.tcp(40000, 80, sequence: 1003, acknowledgment: ours &+ 1, flags: .ack))
         #expect(acks().isEmpty, "one per 500 ms")
+        // Inside the window with the ACK bit off (a FIN alone): dropped
+        // (RFC 9293 §3.10.7.4, fifth check); outside it, answered (first check).
+        driver.advance(by: .seconds(1))
+        driver.receive(host.tcp(40000, 80, sequence: 1003, acknowledgment: 0, flags: .fin))
+        #expect(acks().isEmpty, "no ACK bit, in the window")
+        driver.receive(host.tcp(40000, 80, sequence: 900, acknowledgment: 0, flags: .fin))
+        #expect(acks().map(\.acknowledgmentNumber) == [1002], "no ACK bit, out of the window")
     }
 
     /// A SYN with FIN to a listener is dropped (Linux does the same: it is a

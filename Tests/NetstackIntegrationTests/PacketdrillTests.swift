@@ -44,7 +44,7 @@ struct PacketdrillTests {
             guard let line = totals.first(where: { $0.hasPrefix("\(group): ") }) else { return -1 }
             return Int(line.split(separator: " ")[1]) ?? -1
         }
-        #expect(passed("state-event-engine") >= 178, "\(totals)")
+        #expect(passed("state-event-engine") >= 182, "\(totals)")
         #expect(passed("rcv-data-segments") >= 119, "\(totals)")
         #expect(passed("snd-syn") >= 2, "\(totals)")
         #expect(passed("socket-api") >= 6, "\(totals)")

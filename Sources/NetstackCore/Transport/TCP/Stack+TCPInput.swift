@@ -278,6 +278,12 @@ extension Stack {
             // A retransmitted SYN: our SYN-ACK was lost.
             connection.sendNext = connection.initialSendSequence
             return
+        case .timeWait where !segment.hasACK && !segment.hasRST && !segment.hasSYN
+            && sequenceAcceptance(connection, segment) != .unacceptable:
+            // An acceptable segment with the ACK bit off is dropped (RFC 9293
+            // §3.10.7.4, fifth check), a FIN among them, as FreeBSD does;
+            // only an unacceptable one is answered (first check, below).
+            return counters.drop(.tcpRejected)
         case .timeWait where segment.hasFIN && !segment.hasRST:
             // A retransmitted FIN: acknowledge it again and restart the 2·MSL wait.
             connection.acknowledgeNow = true
