@@ -104,6 +104,7 @@ median_of() {
         local line
         line=$("$@") || { echo "bench.sh: failed: $*" >&2; echo "n/a"; return; }
         values+=("$(field "$name" "$line")")
+        [ -n "${BENCH_VERBOSE:-}" ] && echo "bench.sh: $* -> $line" >&2
     done
     printf '%s\n' "${values[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
@@ -187,6 +188,10 @@ if want local; then
         "$(median_of per_second stack rr 192.168.69.1 5007 "$rr_count")"
     local_row "connect+close" "/s" "$(median_of per_second stack cc 192.168.69.1 7 "$cc_count")" \
         "$(median_of per_second stack cc 192.168.69.1 5007 "$cc_count")"
+    if [ -n "${BENCH_VERBOSE:-}" ]; then
+        "$(dirname "$runner")/netstackctl" stats --socket "$control" 2>/dev/null | grep -iE "drop|overflow|cookie|retrans|timeout" >&2 || true
+        "$(dirname "$runner")/netstackctl" sockets --socket "$control" 2>/dev/null | grep -iE "listen" >&2 || true
+    fi
     kill "$local_server" 2>/dev/null && wait "$local_server" 2>/dev/null || true
     local_server=""
 fi
@@ -205,6 +210,10 @@ if want iperf && command -v iperf3 >/dev/null; then
         "$(median_of gbps iperf_gbps -c 192.168.69.1 -p 5301)"
     local_row "iperf3 program→host" "Gbit/s" "$(median_of gbps iperf_gbps -c 192.168.69.1 -R)" \
         "$(median_of gbps iperf_gbps -c 192.168.69.1 -p 5301 -R)"
+    if [ -n "${BENCH_VERBOSE:-}" ]; then
+        "$(dirname "$runner")/netstackctl" stats --socket "$control" 2>/dev/null | grep -iE "drop|overflow|cookie|retrans|timeout" >&2 || true
+        "$(dirname "$runner")/netstackctl" sockets --socket "$control" 2>/dev/null | grep -iE "listen" >&2 || true
+    fi
     kill "$local_server" 2>/dev/null && wait "$local_server" 2>/dev/null || true
     local_server=""
 fi

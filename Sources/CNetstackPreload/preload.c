@@ -853,14 +853,25 @@ int bind(int fd, const struct sockaddr *address, socklen_t length) {
     return entry->type == SOCK_DGRAM ? go_framed(fd, entry) : 0;
 }
 
-/// The only accept request a listening socket keeps waiting: its answer
-/// is what makes the descriptor readable. It asks for the connection as a
-/// byte stream at once: the answer carries the endpoints and, attached, the
-/// descriptor that is the accepted socket.
-static int post_accept(int fd) {
-    struct message m = request(ACCEPT_STREAM);
-    return send_message(fd, &m);
+/// The accept requests a listening socket keeps waiting: their answers are
+/// what make the descriptor readable. Each asks for a connection as a byte
+/// stream at once: the answer carries the endpoints and, attached, the
+/// descriptor that is the accepted socket. Several wait at a time, so that
+/// the daemon hands over the next connection while the program takes the
+/// last one, not a round trip after it: with one, a client that connects as
+/// fast as the stack completes handshakes outran the program's accepts
+/// until the backlog overflowed.
+enum { ACCEPTS_AHEAD = 8 };
+
+static int post_accepts(int fd, int count) {
+    struct message messages[ACCEPTS_AHEAD];
+    if (count > ACCEPTS_AHEAD) count = ACCEPTS_AHEAD;
+    for (int i = 0; i < count; i++) messages[i] = request(ACCEPT_STREAM);
+    return send_messages(fd, messages, count);
 }
+
+/// One more accept request, for the answer just taken.
+static int post_accept(int fd) { return post_accepts(fd, 1); }
 
 int listen(int fd, int backlog) {
     struct sock *entry = lookup(fd);
@@ -880,7 +891,7 @@ int listen(int fd, int backlog) {
     size_t at = 1;
     get_endpoint(&answer, &at, entry->domain, &entry->local, &entry->local_length);
     entry->state = LISTENING;
-    return post_accept(fd);
+    return post_accepts(fd, ACCEPTS_AHEAD);
 }
 
 /// Whether a whole answer is waiting on `fd` (for non-blocking accept).
@@ -1176,9 +1187,9 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
     // keeps an accept waiting, a connection carries bytes), and they are
     // recorded only (docs/preload.md).
     int open = entry->type == SOCK_STREAM ? entry->state == OPEN || entry->state == BOUND : !entry->framed;
-    // A connected TCP socket's options go through its stream's key (a
-    // control connection per call; a stream whose connection is gone
-    // already takes none, and the value is only recorded).
+    // A connected TCP socket's keepalive options go through its stream's
+    // key (a control connection per call; a stream whose connection is
+    // gone already takes none, and the value is only recorded).
     int streaming = entry->type == SOCK_STREAM && entry->state == CONNECTED && entry->stream_key;
     if (level == SOL_SOCKET) {
         switch (name) {
@@ -1214,8 +1225,10 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
     } else if (level == IPPROTO_TCP) {
         switch (name) {
         case TCP_NODELAY:
+            // On a connected socket only recorded: servers set it on every
+            // accepted socket, and a round trip to the daemon each time cut
+            // the accept rate to a quarter (docs/preload.md).
             entry->nodelay = number != 0;
-            if (streaming) stream_option(entry, OPTION_NO_DELAY, entry->nodelay);
             return open ? set_option(fd, OPTION_NO_DELAY, entry->nodelay) : 0;
         case TCP_CONGESTION:
             return 0;   // the stack's own (CUBIC) applies

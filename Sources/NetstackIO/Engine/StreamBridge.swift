@@ -223,6 +223,10 @@ final class StreamBridges {
             bridge.failure = .failed(nil)
             return
         }
+        // A failed connection (a reset, a timeout) refuses what the program
+        // sends, but what arrived before it is still the program's to read,
+        // as from a kernel socket: the bridge ends once that is written.
+        var sendFailure: SocketError?
         do throws(SocketError) {
             // Program → stack, while the descriptor has bytes and the ring room.
             while bridge.readable && !bridge.readEnded {
@@ -256,6 +260,10 @@ final class StreamBridges {
                 }
                 if queued == 0 { break }
             }
+        } catch {
+            sendFailure = error
+        }
+        do throws(SocketError) {
             // Stack → program, while there are bytes and the descriptor takes them.
             while bridge.writable && !bridge.writeEnded {
                 var wouldBlock = false
@@ -286,7 +294,11 @@ final class StreamBridges {
             }
         } catch {
             bridge.failure = .failed(error)
+            return
         }
+        // The send side failed and nothing waits for room on the descriptor
+        // (whatever had arrived is written): the bridge ends with that error.
+        if let sendFailure, bridge.writable || bridge.writeEnded { bridge.failure = .failed(sendFailure) }
     }
 
     // MARK: Datagrams
