@@ -10,7 +10,8 @@
 # Environment: RUNS (3), MIB per bulk run (2048), CC cycles (10000), RR (20000),
 # PINGS (1000), HOLD connections (10000), DAEMON_FLAGS (extra netstackd flags),
 # ONLY (a subset of: bulk cc rr ping hold local iperf nginx; all by default),
-# NGINX requests per ab run (5000).
+# NGINX requests per ab run (5000), BENCH_VERBOSE (set: print each run's
+# result, and after the local rows the daemon's drop counters and listeners).
 #
 # Rows: bulk TCP into discard (host→peer) and out of chargen (peer→host) over
 # IPv4 and IPv6, blocking connect+close per second against echo, 1-byte
