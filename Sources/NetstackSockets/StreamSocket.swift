@@ -12,6 +12,8 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
         case bind(Endpoint<I>, Reply<Endpoint<I>>)
         case listen(backlog: Int, Reply<Void>)
         case accept(Reply<StreamSocket<I>>)
+        /// `accept`, with the connection's endpoints read in the same hop.
+        case acceptWithEndpoints(Reply<AcceptedConnection<I>>)
         case connect(Endpoint<I>, Reply<Void>)
         /// Queues all the bytes, waiting for buffer space as needed.
         case send([UInt8], Reply<Int>)
@@ -77,6 +79,26 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
                 case .success(let child)?:
                     // The accepted connection gets a worker of its own.
                     reply.succeed(StreamSocket<I>.serve(child, runtime))
+                case .failure(let error)?:
+                    reply.fail(error)
+                case nil:
+                    reply.fail(.closed)
+                }
+            })
+        case .acceptWithEndpoints(let reply):
+            runtime.park(on: id, lane: .accept, { stack -> Result<(SocketID, Endpoint<I>?, Endpoint<I>?), SocketError>? in
+                do throws(SocketError) {
+                    guard let child = try stack.tcpAccept(I.self, id) else { return nil }
+                    return .success((child, try? stack.tcpLocalEndpoint(I.self, child),
+                                     try? stack.tcpRemoteEndpoint(I.self, child)))
+                } catch {
+                    return .failure(error)
+                }
+            }, then: { result in
+                switch result {
+                case .success(let (child, local, remote))?:
+                    reply.succeed(AcceptedConnection(socket: StreamSocket<I>.serve(child, runtime),
+                                                     local: local, remote: remote))
                 case .failure(let error)?:
                     reply.fail(error)
                 case nil:
@@ -206,6 +228,13 @@ private final class SendProgress: @unchecked Sendable {
     var offset = 0
 }
 
+/// An accepted connection and its endpoints.
+public struct AcceptedConnection<I: IPVersion>: Sendable {
+    public let socket: StreamSocket<I>
+    public let local: Endpoint<I>?
+    public let remote: Endpoint<I>?
+}
+
 private final class AbortFlag: Sendable {
     private let flag = Atomic<Bool>(false)
     func set() { flag.store(true, ordering: .relaxed) }
@@ -260,6 +289,12 @@ public final class StreamSocket<I: IPVersion>: Sendable {
     /// Waits for the next connection; it comes with a worker of its own.
     public func accept() async throws(SocketError) -> StreamSocket<I> {
         try await ask { .accept($0) }
+    }
+
+    /// `accept`, with the connection's local and remote endpoints, read in
+    /// the same trip to the engine (an accept loop that needs them saves two).
+    public func acceptWithEndpoints() async throws(SocketError) -> AcceptedConnection<I> {
+        try await ask { .acceptWithEndpoints($0) }
     }
 
     /// Opens a connection and waits for the handshake (refused, timed out

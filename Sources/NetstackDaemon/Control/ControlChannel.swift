@@ -119,6 +119,33 @@ enum ControlChannel: Sendable {
         }
     }
 
+    /// A listener's next connection with its endpoints, in one trip to the
+    /// engine (the preload's accept: `acceptStream`).
+    func acceptConnection() async -> Result<AcceptedChannel, ControlError> {
+        func take<I: IPVersion>(_ socket: StreamSocket<I>,
+                                _ wrap: (StreamSocket<I>) -> ControlChannel) async -> Result<AcceptedChannel, ControlError> {
+            do throws(SocketError) {
+                let accepted = try await socket.acceptWithEndpoints()
+                return .success(AcceptedChannel(channel: wrap(accepted.socket),
+                                                local: accepted.local.map(ControlEndpoint.init),
+                                                peer: accepted.remote.map(ControlEndpoint.init)))
+            } catch {
+                return .failure(ControlError(.socket, errno: error.errno, "\(error)"))
+            }
+        }
+        switch self {
+        case .stream4(let socket): return await take(socket) { .stream4($0) }
+        case .stream6(let socket): return await take(socket) { .stream6($0) }
+        case .dual(let listener):
+            guard let accepted = await listener.accept() else {
+                return .failure(ControlError(.socket, errno: SocketError.closed.errno, "\(SocketError.closed)"))
+            }
+            return .success(accepted)
+        case .datagram4, .datagram6, .dualDatagrams:
+            return .failure(ControlError(.wrongState, "not a request for a datagram socket"))
+        }
+    }
+
     /// Serves one request; the answer and a token's channel to register, if any.
     func handle(_ request: ControlMessage) async -> (ControlMessage, ControlChannel?) {
         do {
@@ -148,9 +175,8 @@ enum ControlChannel: Sendable {
         case .listen(let backlog):
             try await socket.listen(backlog: Int(min(backlog, 4096)))
         case .accept:
-            let child = try await socket.accept()
-            let peer = try await child.remoteEndpoint().map(ControlEndpoint.init)
-            return (.token(0, peer: peer), wrap(child))
+            let accepted = try await socket.acceptWithEndpoints()
+            return (.token(0, peer: accepted.remote.map(ControlEndpoint.init)), wrap(accepted.socket))
         case .connect(let remote):
             try await socket.connect(try remote.endpoint(I.self))
         case .send(let bytes, nil):
@@ -192,8 +218,8 @@ enum ControlChannel: Sendable {
             try await listener.listen(backlog: Int(min(backlog, 4096)))
             return (.done(0), nil)
         case .accept:
-            guard let (channel, peer) = await listener.accept() else { throw SocketError.closed }
-            return (.token(0, peer: peer), channel)
+            guard let accepted = await listener.accept() else { throw SocketError.closed }
+            return (.token(0, peer: accepted.peer), accepted.channel)
         case .clone, .connect, .send, .receive, .shutdown:
             throw ControlError(.wrongState, "not a request for a listener that takes both IP versions")
         default:
@@ -267,4 +293,11 @@ extension ControlEndpoint {
         }
         return Endpoint(address, port)
     }
+}
+
+/// A connection a listener accepted, as a channel, with its endpoints.
+struct AcceptedChannel: Sendable {
+    let channel: ControlChannel
+    let local: ControlEndpoint?
+    let peer: ControlEndpoint?
 }

@@ -129,13 +129,13 @@ final class ControlSession {
         guard let listener = channel else {
             return await reply(.failure(ControlError(.wrongState, "open or join a socket first")))
         }
-        let (answer, accepted) = await listener.handle(.accept)
-        guard let accepted else { return await reply(answer) }
-        let (endpoints, _) = await accepted.handle(.getEndpoints)
-        guard case .endpoints(let local, let remote) = endpoints else {
-            await accepted.abort()
-            return await reply(endpoints)
+        let taken: AcceptedChannel
+        switch await listener.acceptConnection() {
+        case .success(let connection): taken = connection
+        case .failure(let error): return await reply(.failure(error))
         }
+        let accepted = taken.channel
+        let (local, remote) = (taken.local, taken.peer)
         var pair: [Int32] = [0, 0]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             let code = errno

@@ -22,8 +22,8 @@ final class DualStackListener: Sendable {
     private let runtime: SocketRuntime
     private struct State {
         var v4: StreamSocket<IPv4>?
-        var queue = Deque<(ControlChannel, ControlEndpoint?)>()
-        var waiters = Deque<CheckedContinuation<(ControlChannel, ControlEndpoint?)?, Never>>()
+        var queue = Deque<AcceptedChannel>()
+        var waiters = Deque<CheckedContinuation<AcceptedChannel?, Never>>()
         /// Drain tasks waiting for room in `queue`.
         var drainers: [CheckedContinuation<Void, Never>] = []
         var closed = false
@@ -61,19 +61,20 @@ final class DualStackListener: Sendable {
 
     /// Moves the connections `listener` accepts into the queue until it closes.
     private func drain<I: IPVersion>(_ listener: StreamSocket<I>, _ wrap: (StreamSocket<I>) -> ControlChannel) async {
-        while await room(), let connection = try? await listener.accept() {
-            let peer = (try? await connection.remoteEndpoint()).flatMap { $0.map(ControlEndpoint.init) }
-            let channel = wrap(connection)
+        while await room(), let connection = try? await listener.acceptWithEndpoints() {
+            let accepted = AcceptedChannel(channel: wrap(connection.socket),
+                                           local: connection.local.map(ControlEndpoint.init),
+                                           peer: connection.remote.map(ControlEndpoint.init))
             let outcome = state.withLock { state -> Outcome in
                 if state.closed { return .refused }
                 if let waiter = state.waiters.popFirst() { return .resume(waiter) }
-                state.queue.append((channel, peer))
+                state.queue.append(accepted)
                 return .queued
             }
             switch outcome {
-            case .resume(let waiter): waiter.resume(returning: (channel, peer))
+            case .resume(let waiter): waiter.resume(returning: accepted)
             case .queued: break
-            case .refused: await connection.abort()
+            case .refused: await connection.socket.abort()
             }
         }
     }
@@ -92,15 +93,15 @@ final class DualStackListener: Sendable {
     }
 
     private enum Outcome {
-        case resume(CheckedContinuation<(ControlChannel, ControlEndpoint?)?, Never>)
+        case resume(CheckedContinuation<AcceptedChannel?, Never>)
         case queued
         case refused
     }
 
-    /// The next connection of either version and its peer; nil once closed.
-    func accept() async -> (ControlChannel, ControlEndpoint?)? {
+    /// The next connection of either version and its endpoints; nil once closed.
+    func accept() async -> AcceptedChannel? {
         await withCheckedContinuation { continuation in
-            let (ready, drainers) = state.withLock { state -> ((ControlChannel, ControlEndpoint?)??, [CheckedContinuation<Void, Never>]) in
+            let (ready, drainers) = state.withLock { state -> (AcceptedChannel??, [CheckedContinuation<Void, Never>]) in
                 if let first = state.queue.popFirst() {
                     defer { state.drainers.removeAll() }
                     return (first, state.drainers)
@@ -130,7 +131,7 @@ final class DualStackListener: Sendable {
         await v6.close()
         for waiter in waiters { waiter.resume(returning: nil) }
         for drainer in drainers { drainer.resume() }
-        for (channel, _) in queued { await channel.abort() }
+        for accepted in queued { await accepted.channel.abort() }
     }
 }
 
