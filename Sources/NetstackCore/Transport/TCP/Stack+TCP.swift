@@ -573,7 +573,9 @@ extension Stack {
         guard connection.state != .closed, let deadline = connection.nextDeadline else { return }
         if let scheduled = connection.scheduledDeadline, scheduled <= deadline { return }
         connection.scheduledDeadline = deadline
-        I.layer(of: self).tcp.timers.insert(TCPTimerEntry(deadline: deadline, socket: connection.id))
+        let layer = I.layer(of: self)
+        layer.tcp.timers.insert(TCPTimerEntry(deadline: deadline, socket: connection.id))
+        layer.tcp.compactTimersIfStale()
     }
 
     /// The earliest TCP timer of a version.
