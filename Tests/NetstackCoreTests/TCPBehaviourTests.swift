@@ -500,6 +500,40 @@ import Testing
         #expect(acks().map(\.acknowledgmentNumber) == [1002], "no ACK bit, out of the window")
     }
 
+    /// A SYN for a four-tuple in TIME-WAIT opens a new connection when its
+    /// sequence number lies past RCV.NXT (RFC 1122 §4.2.2.13, RFC 6191), with
+    /// an ISN past the old one's sequence space; an older one gets the ACK.
+    @Test func aNewerSynTakesOverATimeWaitFourTuple() throws {
+        let host = HostFrames()
+        let driver = StackDriver()
+        let (id, ours) = try driver.acceptConnection(from: host)
+        driver.stack.tcpClose(IPv4.self, id)
+        driver.advance(by: .milliseconds(1))
+        _ = driver.takeSent()
+        driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours &+ 1, flags: [.fin, .ack]))
+        #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .timeWait })
+        _ = driver.takeSent()
+        func segments() -> [TCPHeader] {
+            driver.takeSent().compactMap { d -> TCPHeader? in
+                if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
+            }
+        }
+        // Behind RCV.NXT (1002): an old duplicate, answered as TIME-WAIT answers.
+        driver.receive(host.tcp(40000, 80, sequence: 900, acknowledgment: 0, flags: .syn,
+                                options: [.maximumSegmentSize(1460)]))
+        #expect(segments().map(\.flags) == [.ack])
+        // Past it: a new connection.
+        driver.advance(by: .seconds(1))
+        driver.receive(host.tcp(40000, 80, sequence: 50_000, acknowledgment: 0, flags: .syn,
+                                options: [.maximumSegmentSize(1460)]))
+        let synAck = try #require(segments().first)
+        #expect(synAck.flags == [.syn, .ack])
+        #expect(synAck.acknowledgmentNumber == 50_001)
+        #expect(Int32(bitPattern: synAck.sequenceNumber &- (ours &+ 1)) > 65_535, "a new ISN past the old space")
+        #expect(driver.stack.counters[.tcpTimeWaitReopened] == 1)
+        #expect(!driver.stack.tcpSockets(IPv4.self).contains { $0.state == .timeWait })
+    }
+
     /// A SYN with FIN to a listener is dropped (Linux does the same: it is a
     /// scan's probe, not an opening); to a closed port it is reset.
     @Test func synWithFinIsDroppedByAListener() throws {

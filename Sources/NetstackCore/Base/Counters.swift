@@ -175,6 +175,8 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpSegmentsReceived, tcpSegmentsSent, tcpRetransmissions, tcpResetsSent
     case tcpTimeouts, tcpFastRecoveries, tcpConnectionsOpened, tcpConnectionsAccepted
     case tcpSynCookiesSent, tcpSynCookiesAccepted
+    /// A new SYN took over a four-tuple in TIME-WAIT (RFC 6191).
+    case tcpTimeWaitReopened
     /// ECN agreed on a connection; segments that arrived marked CE; window
     /// reductions for an ECE (RFC 3168).
     case tcpECNNegotiated, tcpCongestionExperienced, tcpECNReductions
@@ -227,6 +229,7 @@ public enum StackEvent: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .tcpConnectionsAccepted: "tcp.passiveOpens"
         case .tcpSynCookiesSent: "tcp.synCookiesSent"
         case .tcpSynCookiesAccepted: "tcp.synCookiesAccepted"
+        case .tcpTimeWaitReopened: "tcp.timeWaitReopened"
         case .pathMTULowered: "ip.pathMTULowered"
         case .tcpUrgentReceived: "tcp.urgentReceived"
         case .tcpHyStartExits: "tcp.hyStartExits"

@@ -29,6 +29,18 @@ extension Stack {
                               remote: Endpoint<I>(datagram.source, segment.sourcePort))
         let layer = I.layer(of: self)
         if let connection = layer.tcp.connections[tuple] {
+            if connection.state == .timeWait, reopens(connection, incoming),
+               let listener = layer.tcp.listener(for: tuple.local) {
+                // A new incarnation of the four-tuple (RFC 1122 §4.2.2.13,
+                // RFC 6191): the old one goes, the listener takes the SYN,
+                // and the new ISN lies well past the old sequence space, as
+                // Linux makes it.
+                let initialSequence = connection.sendMaximum + 65_537
+                destroy(connection)
+                counters.count(.tcpTimeWaitReopened)
+                listenerReceives(listener, incoming, tuple, initialSequence: initialSequence)
+                return
+            }
             segmentArrives(connection, incoming)
             if connection.state != .closed {
                 tcpOutput(connection)
@@ -60,8 +72,21 @@ extension Stack {
 
     // MARK: LISTEN (RFC 9293 §3.10.7.2)
 
+    /// Whether a SYN may open a new connection over `connection`, in
+    /// TIME-WAIT: with timestamps on both, its TSval is newer than the last
+    /// one seen (RFC 6191 §2); without, its sequence number lies past
+    /// RCV.NXT (RFC 1122 §4.2.2.13), so no old duplicate can be taken for it.
+    /// Otherwise the SYN gets TIME-WAIT's answer (an ACK, RFC 5961).
+    private func reopens<I: IPVersion>(_ connection: TCPConnection<I>, _ segment: IncomingSegment) -> Bool {
+        guard segment.hasSYN, !segment.hasACK, !segment.hasRST, !segment.hasFIN else { return false }
+        if connection.timestampsEnabled, let timestamp = segment.options.timestamp {
+            return Int32(bitPattern: timestamp.value &- connection.recentTimestamp) > 0
+        }
+        return segment.sequence - connection.receiveNext > 0
+    }
+
     private func listenerReceives<I: IPVersion>(_ listener: TCPListener<I>, _ segment: IncomingSegment,
-                                                _ tuple: FourTuple<I>) {
+                                                _ tuple: FourTuple<I>, initialSequence: SequenceNumber? = nil) {
         if segment.hasRST { return }
         if segment.hasACK {
             // Only a SYN cookie's completing ACK is welcome here, and only
@@ -113,7 +138,8 @@ extension Stack {
             return sendCookie(listener, segment, tuple)
         }
         let connection = makeConnection(I.self, id: makeSocketID(), state: .synReceived, local: tuple.local,
-                                        remote: tuple.remote, options: listener.options)
+                                        remote: tuple.remote, options: listener.options,
+                                        initialSequence: initialSequence)
         connection.parent = listener.id
         acceptSYN(connection, segment)
         // RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR; the SYN-ACK
