@@ -73,7 +73,6 @@ import Testing
 
     @Test func sackBlocksGoMostRecentFirst() throws {
         let (connection, _) = try established()
-        let driver = connection.driver
         _ = data(connection, at: 1, 99)
         #expect(data(connection, at: 200, 100).map { sack($0) } == [[200...300]])
         #expect(data(connection, at: 400, 100).map { sack($0) } == [[400...500, 200...300]])
@@ -85,7 +84,6 @@ import Testing
 
     @Test func inOrderDataThatRepeatsHeldDataIsReportedAsADuplicate() throws {
         let (connection, _) = try established()
-        let driver = connection.driver
         _ = data(connection, at: 1, 99)
         _ = data(connection, at: 200, 100)
         _ = data(connection, at: 400, 100)
