@@ -11,9 +11,9 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
     public enum Request: Sendable {
         case bind(Endpoint<I>, Reply<Endpoint<I>>)
         case listen(backlog: Int, Reply<Void>)
-        case accept(Reply<StreamSocket<I>>)
-        /// `accept`, with the connection's endpoints read in the same hop.
-        case acceptWithEndpoints(Reply<AcceptedConnection<I>>)
+        /// The next connection; with its endpoints (read in the same hop)
+        /// when `endpoints` is set.
+        case accept(endpoints: Bool, Reply<AcceptedConnection<I>>)
         case connect(Endpoint<I>, Reply<Void>)
         /// Queues all the bytes, waiting for buffer space as needed.
         case send([UInt8], Reply<Int>)
@@ -67,28 +67,11 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
             reply.send(await runtime.perform { stack in
                 Result { () throws(SocketError) in try stack.tcpListen(I.self, id, backlog: backlog) }
             })
-        case .accept(let reply):
-            runtime.park(on: id, lane: .accept, { stack -> Result<SocketID, SocketError>? in
-                do throws(SocketError) {
-                    return try stack.tcpAccept(I.self, id).map { .success($0) }
-                } catch {
-                    return .failure(error)
-                }
-            }, then: { result in
-                switch result {
-                case .success(let child)?:
-                    // The accepted connection gets a worker of its own.
-                    reply.succeed(StreamSocket<I>.serve(child, runtime))
-                case .failure(let error)?:
-                    reply.fail(error)
-                case nil:
-                    reply.fail(.closed)
-                }
-            })
-        case .acceptWithEndpoints(let reply):
+        case .accept(let endpoints, let reply):
             runtime.park(on: id, lane: .accept, { stack -> Result<(SocketID, Endpoint<I>?, Endpoint<I>?), SocketError>? in
                 do throws(SocketError) {
                     guard let child = try stack.tcpAccept(I.self, id) else { return nil }
+                    guard endpoints else { return .success((child, nil, nil)) }
                     return .success((child, try? stack.tcpLocalEndpoint(I.self, child),
                                      try? stack.tcpRemoteEndpoint(I.self, child)))
                 } catch {
@@ -97,6 +80,7 @@ public struct StreamSocketHandler<I: IPVersion>: SocketHandler, Sendable {
             }, then: { result in
                 switch result {
                 case .success(let (child, local, remote))?:
+                    // The accepted connection gets a worker of its own.
                     reply.succeed(AcceptedConnection(socket: StreamSocket<I>.serve(child, runtime),
                                                      local: local, remote: remote))
                 case .failure(let error)?:
@@ -228,7 +212,7 @@ private final class SendProgress: @unchecked Sendable {
     var offset = 0
 }
 
-/// An accepted connection and its endpoints.
+/// An accepted connection and its endpoints (nil when not asked for).
 public struct AcceptedConnection<I: IPVersion>: Sendable {
     public let socket: StreamSocket<I>
     public let local: Endpoint<I>?
@@ -288,13 +272,13 @@ public final class StreamSocket<I: IPVersion>: Sendable {
 
     /// Waits for the next connection; it comes with a worker of its own.
     public func accept() async throws(SocketError) -> StreamSocket<I> {
-        try await ask { .accept($0) }
+        try await ask { .accept(endpoints: false, $0) }.socket
     }
 
     /// `accept`, with the connection's local and remote endpoints, read in
     /// the same trip to the engine (an accept loop that needs them saves two).
     public func acceptWithEndpoints() async throws(SocketError) -> AcceptedConnection<I> {
-        try await ask { .acceptWithEndpoints($0) }
+        try await ask { .accept(endpoints: true, $0) }
     }
 
     /// Opens a connection and waits for the handshake (refused, timed out

@@ -18,28 +18,15 @@ import Testing
         var configuration = FixtureReplay.replayConfiguration
         configuration.tcp.receiveBuffer = 65_536
         let driver = StackDriver(configuration)
-        driver.receive(host.arp(.request, target: host.stackIPv4))
-        let listener = driver.stack.tcpOpen(IPv4.self)
-        try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
-        try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
-        _ = driver.takeSent()
-        driver.receive(host.tcp(40000, 80, sequence: 0, acknowledgment: 0, flags: .syn,
-                                options: [.maximumSegmentSize(1460), .sackPermitted]))
-        let synAck = try #require(segments(driver.takeSent()).first)
-        driver.receive(host.tcp(40000, 80, sequence: 1, acknowledgment: synAck.sequenceNumber &+ 1, flags: .ack))
-        let socket = try #require(try driver.stack.tcpAccept(IPv4.self, listener))
-        _ = driver.takeSent()
-        return (Connection(driver: driver, ours: synAck.sequenceNumber &+ 1), socket)
+        let (socket, ours) = try driver.acceptConnection(from: host, initialSequence: 0,
+                                                         options: [.maximumSegmentSize(1460), .sackPermitted])
+        return (Connection(driver: driver, ours: ours), socket)
     }
 
     /// The driver, and the stack's next sequence number (what the host acknowledges).
     struct Connection {
         let driver: StackDriver
         let ours: UInt32
-    }
-
-    func segments(_ sent: [Dissection]) -> [TCPHeader] {
-        sent.compactMap { if case .tcp(let header) = $0.transport { header } else { nil } }
     }
 
     /// The SACK blocks of `header`, relative to the host's initial sequence number 0.
@@ -57,7 +44,7 @@ import Testing
     func data(_ connection: Connection, at sequence: UInt32, _ count: Int) -> [TCPHeader] {
         connection.driver.receive(host.tcp(40000, 80, sequence: sequence, acknowledgment: connection.ours, flags: .ack,
                                            payload: [UInt8](repeating: 7, count: count)))
-        return segments(connection.driver.takeSent())
+        return connection.driver.takeSentSegments()
     }
 
     @Test func aSmallFirstSegmentWaitsForTheDelayedAckAndFullSizedOnesDoNot() throws {
@@ -65,7 +52,7 @@ import Testing
         let driver = connection.driver
         #expect(data(connection, at: 1, 99).isEmpty, "a small segment's ACK is delayed")
         driver.advance(by: .milliseconds(40))
-        let delayed = segments(driver.takeSent())
+        let delayed = driver.takeSentSegments()
         #expect(delayed.map(\.acknowledgmentNumber) == [100])
         // Full-sized segments early in the connection: a sender in slow start.
         #expect(data(connection, at: 100, 1460).map(\.acknowledgmentNumber) == [1560])
@@ -113,7 +100,7 @@ import Testing
         _ = try buffer.withUnsafeMutableBytes { try driver.stack.tcpReceive(IPv4.self, socket, into: $0) }
         let next = data(connection, at: 800, 1)
         driver.advance(by: .milliseconds(40))
-        let window = (next + segments(driver.takeSent())).last?.window
+        let window = (next + driver.takeSentSegments()).last?.window
         #expect(window == UInt16(65_700 - 700), "\(String(describing: window))")
     }
 }

@@ -6,6 +6,8 @@ import Testing
 /// TCP behaviours one at a time, between two stacks on the simulator.
 @Suite struct TCPBehaviourTests {
     static let server = LinkedStacks.hostIPv4
+    /// The host side of the tests that drive one stack frame by frame.
+    let host = HostFrames()
 
     /// Listens on the right stack and connects from the left; returns both ends.
     func connect(_ simulation: Simulation, port: UInt16 = 5000) throws -> (client: SocketID, server: SocketID,
@@ -414,9 +416,7 @@ import Testing
         // An acknowledgment of something we never sent is reset.
         driver.receive(host.tcp(40001, 7, sequence: 1006, acknowledgment: ours, flags: [.fin, .ack]))
         driver.receive(host.tcp(40000, 7, sequence: 1006, acknowledgment: ours &+ 0x1000, flags: [.fin, .ack]))
-        let resets = driver.takeSent().compactMap { d -> TCPHeader? in
-            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
-        }
+        let resets = driver.takeSentSegments()
         #expect(resets.map(\.flags) == [.rst, .rst])
         #expect(driver.stack.counters[.tcpNoSocket] == 2)
         // The peer's retransmission from its first byte, FIN included.
@@ -427,9 +427,7 @@ import Testing
         #expect(try receive(driver.stack, accepted) == Array("hello".utf8))
         // The ACK of a FIN waits a moment for the application's own FIN.
         driver.advance(by: .milliseconds(1))
-        let answer = driver.takeSent().compactMap { d -> TCPHeader? in
-            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
-        }.last
+        let answer = driver.takeSentSegments().last
         #expect(answer?.acknowledgmentNumber == 1007, "data and FIN acknowledged")
     }
 
@@ -462,12 +460,10 @@ import Testing
         }
     }
 
-    /// In TIME-WAIT a bare ACK at RCV.NXT is taken silently, and so is an
-    /// acceptable segment without the ACK bit; anything else (here an ACK
-    /// past it) is answered with an ACK, at most one per 500 ms (RFC 9293
-    /// §3.10.7.4, as Linux's TIME-WAIT answers).
-    @Test func timeWaitAnswersWhatIsNotABareACKAtRcvNxt() throws {
-        let host = HostFrames()
+    /// A connection from the host (port 40000, its next sequence number
+    /// 1002) that the stack closed first, now in TIME-WAIT: the driver and
+    /// the stack's sequence number of its FIN.
+    func timeWait() throws -> (StackDriver, UInt32) {
         let driver = StackDriver()
         let (id, ours) = try driver.acceptConnection(from: host)
         driver.stack.tcpClose(IPv4.self, id)
@@ -477,11 +473,16 @@ import Testing
         driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours &+ 1, flags: [.fin, .ack]))
         #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .timeWait })
         _ = driver.takeSent()
-        func acks() -> [TCPHeader] {
-            driver.takeSent().compactMap { d -> TCPHeader? in
-                if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
-            }
-        }
+        return (driver, ours)
+    }
+
+    /// In TIME-WAIT a bare ACK at RCV.NXT is taken silently, and so is an
+    /// acceptable segment without the ACK bit; anything else (here an ACK
+    /// past it) is answered with an ACK, at most one per 500 ms (RFC 9293
+    /// §3.10.7.4, as Linux's TIME-WAIT answers).
+    @Test func timeWaitAnswersWhatIsNotABareACKAtRcvNxt() throws {
+        let (driver, ours) = try timeWait()
+        func acks() -> [TCPHeader] { driver.takeSentSegments() }
         driver.receive(host.tcp(40000, 80, sequence: 1002, acknowledgment: ours &+ 1, flags: .ack))
         #expect(acks().isEmpty, "a bare ACK at RCV.NXT")
         driver.advance(by: .seconds(1))
@@ -504,20 +505,8 @@ import Testing
     /// sequence number lies past RCV.NXT (RFC 1122 §4.2.2.13, RFC 6191), with
     /// an ISN past the old one's sequence space; an older one gets the ACK.
     @Test func aNewerSynTakesOverATimeWaitFourTuple() throws {
-        let host = HostFrames()
-        let driver = StackDriver()
-        let (id, ours) = try driver.acceptConnection(from: host)
-        driver.stack.tcpClose(IPv4.self, id)
-        driver.advance(by: .milliseconds(1))
-        _ = driver.takeSent()
-        driver.receive(host.tcp(40000, 80, sequence: 1001, acknowledgment: ours &+ 1, flags: [.fin, .ack]))
-        #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .timeWait })
-        _ = driver.takeSent()
-        func segments() -> [TCPHeader] {
-            driver.takeSent().compactMap { d -> TCPHeader? in
-                if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
-            }
-        }
+        let (driver, ours) = try timeWait()
+        func segments() -> [TCPHeader] { driver.takeSentSegments() }
         // Behind RCV.NXT (1002): an old duplicate, answered as TIME-WAIT answers.
         driver.receive(host.tcp(40000, 80, sequence: 900, acknowledgment: 0, flags: .syn,
                                 options: [.maximumSegmentSize(1460)]))
@@ -549,9 +538,7 @@ import Testing
         #expect(driver.stack.counters[.tcpSynWithFin] == 1)
         #expect(driver.stack.tcpSockets(IPv4.self).count == 1, "the listener alone")
         driver.receive(host.tcp(1235, 81, sequence: 1000, acknowledgment: 0, flags: [.syn, .fin]))
-        let answers = driver.takeSent().compactMap { d -> TCPHeader? in
-            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
-        }
+        let answers = driver.takeSentSegments()
         #expect(answers.count == 1 && answers[0].flags.contains(.rst))
     }
 
@@ -565,9 +552,7 @@ import Testing
         try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
         driver.receive(host.arp(.request, target: host.stackIPv4))
         driver.receive(host.tcp(1234, 80, sequence: 1000, acknowledgment: 0, flags: .syn))
-        let synAck = try #require(driver.takeSent().compactMap { d -> TCPHeader? in
-            if case .tcp(let tcp) = d.transport { return tcp } else { return nil }
-        }.first)
+        let synAck = try #require(driver.takeSentSegments().first)
         let ours = synAck.sequenceNumber &+ 1
         driver.receive(host.tcp(1234, 80, sequence: 1001, acknowledgment: ours, flags: .ack))
         #expect(driver.stack.tcpSockets(IPv4.self).contains { $0.state == .established })
@@ -591,9 +576,7 @@ import Testing
         try driver.stack.tcpBind(IPv4.self, listener, to: .any(port: 80))
         try driver.stack.tcpListen(IPv4.self, listener, backlog: 4)
         driver.receive(host.arp(.request, target: host.stackIPv4))
-        func segments() -> [TCPHeader] {
-            driver.takeSent().compactMap { if case .tcp(let tcp) = $0.transport { tcp } else { nil } }
-        }
+        func segments() -> [TCPHeader] { driver.takeSentSegments() }
         for (port, closes) in [(UInt16(1234), true), (UInt16(1235), false)] {
             driver.receive(host.tcp(port, 80, sequence: 1000, acknowledgment: 0, flags: .syn))
             let ours = try #require(segments().first).sequenceNumber &+ 1

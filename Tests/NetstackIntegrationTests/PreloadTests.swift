@@ -569,6 +569,7 @@ struct PreloadTests {
         #expect(answer == "reset: bye ECONNRESET EPIPE clean: bye eof", "\(answer)")
         #expect(host.wait() == 0, "\(host.output)")
     }
+
     /// SO_LINGER on with a zero time: closing resets the connection, on a
     /// connected socket and on an accepted one (inherited from its
     /// listener), and only when the last descriptor goes (a forked child's

@@ -206,24 +206,30 @@ public final class StackDriver {
         flush()
     }
 
-    /// A connection from `host` (its port 40000, MSS 1460, sequence numbers
-    /// from 1000, so its next is 1001) accepted on a listener at `port`:
-    /// returns the socket and the stack's next sequence number.
-    public func acceptConnection(from host: HostFrames, port: UInt16 = 80) throws -> (socket: SocketID,
-                                                                                    sequence: UInt32) {
+    /// A connection from `host` (its port 40000, a SYN at `initialSequence`
+    /// with `options`, so its next sequence number is one past it) accepted
+    /// on a listener at `port`: returns the socket and the stack's next
+    /// sequence number.
+    public func acceptConnection(from host: HostFrames, port: UInt16 = 80, initialSequence: UInt32 = 1000,
+                                 options: [TCPOption] = [.maximumSegmentSize(1460)]) throws -> (socket: SocketID,
+                                                                                              sequence: UInt32) {
         receive(host.arp(.request, target: host.stackIPv4))
         let listener = stack.tcpOpen(IPv4.self)
         try stack.tcpBind(IPv4.self, listener, to: .any(port: port))
         try stack.tcpListen(IPv4.self, listener, backlog: 4)
         _ = takeSent()
-        receive(host.tcp(40000, port, sequence: 1000, acknowledgment: 0, flags: .syn,
-                         options: [.maximumSegmentSize(1460)]))
+        receive(host.tcp(40000, port, sequence: initialSequence, acknowledgment: 0, flags: .syn, options: options))
         guard case .tcp(let synAck)? = takeSent().first?.transport else { throw SocketError.closed }
         let ours = synAck.sequenceNumber &+ 1
-        receive(host.tcp(40000, port, sequence: 1001, acknowledgment: ours, flags: .ack))
+        receive(host.tcp(40000, port, sequence: initialSequence &+ 1, acknowledgment: ours, flags: .ack))
         guard let socket = try stack.tcpAccept(IPv4.self, listener) else { throw SocketError.notConnected }
         _ = takeSent()
         return (socket, ours)
+    }
+
+    /// The TCP segments among the frames sent since the last call.
+    public func takeSentSegments() -> [TCPHeader] {
+        takeSent().compactMap { if case .tcp(let header) = $0.transport { header } else { nil } }
     }
 
     /// The frames sent since the last call, parsed.

@@ -53,7 +53,7 @@ enum ControlChannel: Sendable {
                 return try await socket.remoteEndpoint() == nil
                     ? ControlError(.wrongState, "stream needs a connected socket") : nil
             } catch {
-                return ControlError(.socket, errno: error.errno, "\(error)")
+                return ControlError(error)
             }
         }
         switch self {
@@ -130,7 +130,7 @@ enum ControlChannel: Sendable {
                                                 local: accepted.local.map(ControlEndpoint.init),
                                                 peer: accepted.remote.map(ControlEndpoint.init)))
             } catch {
-                return .failure(ControlError(.socket, errno: error.errno, "\(error)"))
+                return .failure(ControlError(error))
             }
         }
         switch self {
@@ -138,7 +138,7 @@ enum ControlChannel: Sendable {
         case .stream6(let socket): return await take(socket) { .stream6($0) }
         case .dual(let listener):
             guard let accepted = await listener.accept() else {
-                return .failure(ControlError(.socket, errno: SocketError.closed.errno, "\(SocketError.closed)"))
+                return .failure(ControlError(SocketError.closed))
             }
             return .success(accepted)
         case .datagram4, .datagram6, .dualDatagrams:
@@ -158,7 +158,7 @@ enum ControlChannel: Sendable {
             case .dualDatagrams(let sockets): return try await Self.dualDatagrams(request, sockets)
             }
         } catch let error as SocketError {
-            return (.failure(ControlError(.socket, errno: error.errno, "\(error)")), nil)
+            return (.failure(ControlError(error)), nil)
         } catch let error as ControlError {
             return (.failure(error), nil)
         } catch {
@@ -300,4 +300,11 @@ struct AcceptedChannel: Sendable {
     let channel: ControlChannel
     let local: ControlEndpoint?
     let peer: ControlEndpoint?
+}
+
+extension ControlError {
+    /// A socket's error as the control protocol reports it (its errno).
+    init(_ error: SocketError) {
+        self.init(.socket, errno: error.errno, "\(error)")
+    }
 }
